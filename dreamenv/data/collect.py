@@ -1,0 +1,148 @@
+"""Collect real Atari experience into an :class:`~dreamenv.data.store.EpisodeStore`.
+
+Runs ale-py's native vector env (the spec's preprocessing) with a random policy or any
+:data:`Policy` (such as :class:`dreamenv.sb3.AgentPolicy`, a saved SB3 agent sampled at
+a temperature). Complete episodes are written in atomic chunks; a collection killed at
+any point is continued by calling it again with the same arguments.
+
+Example:
+    >>> store = collect("runs/pong/data", AtariSpec("pong"), steps=10_000, num_envs=8)
+    >>> store.num_steps
+    10000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dreamenv.data.store import Episode, EpisodeStore
+from dreamenv.envs.atari import AtariSpec, FrameStacker, make_ale_vector
+from dreamenv.errors import ConfigError
+
+Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+"""Maps stacked uint8 frames ``(N, stack, S, S)`` and a generator to ``(N,)`` int64 actions."""
+
+
+class RandomPolicy:
+    """Uniformly random actions."""
+
+    def __init__(self, num_actions: int) -> None:
+        self.num_actions = num_actions
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(0, self.num_actions, size=len(frames), dtype=np.int64)
+
+
+class _EpisodeBuilder:
+    """The in-progress episode of one env."""
+
+    def __init__(self, first_frame: np.ndarray) -> None:
+        self.frames = [first_frame.copy()]
+        self.actions: list[int] = []
+        self.rewards: list[float] = []
+
+    def add(self, action: int, reward: float, frame: np.ndarray) -> None:
+        self.actions.append(int(action))
+        self.rewards.append(float(reward))
+        self.frames.append(frame.copy())
+
+    def finish(self, terminated: bool, truncated: bool) -> Episode:
+        n = len(self.actions)
+        term = np.zeros(n, bool)
+        trunc = np.zeros(n, bool)
+        term[-1], trunc[-1] = terminated, truncated
+        return Episode(
+            np.stack(self.frames),
+            np.array(self.actions, np.int64),
+            np.array(self.rewards, np.float32),
+            term,
+            trunc,
+        )
+
+
+def collect(
+    out: str | Path,
+    spec: AtariSpec,
+    steps: int,
+    *,
+    num_envs: int = 8,
+    policy: Policy | None = None,
+    seed: int = 0,
+    chunk_steps: int = 4096,
+    progress: bool = True,
+) -> EpisodeStore:
+    """Fill the store at ``out`` up to ``steps`` agent steps of ``spec``'s game.
+
+    Args:
+        out: the store directory (created if missing; continued if it exists).
+        spec: the preprocessing; must match the store's if it exists.
+        steps: total agent steps the store should hold when done.
+        num_envs: real envs stepped together.
+        policy: chooses actions; a uniformly random policy if None.
+        seed: seeds the envs and the policy; a continued collection derives fresh seeds.
+        chunk_steps: steps of complete episodes buffered before a chunk is written.
+        progress: show a progress bar.
+
+    Returns:
+        The store, holding at least ``steps`` steps.
+    """
+    for name, value in (("steps", steps), ("num_envs", num_envs), ("chunk_steps", chunk_steps)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive int, got {value!r}.")
+    store = EpisodeStore.open_or_create(out, spec)
+    remaining = steps - store.num_steps
+    if remaining <= 0:
+        return store
+    env = make_ale_vector(spec, num_envs, autoreset_mode="SameStep")
+    policy = policy or RandomPolicy(int(env.single_action_space.n))
+    rng = np.random.default_rng([seed, len(store.chunk_paths)])
+    obs, _ = env.reset(seed=int(rng.integers(2**31 - num_envs)))
+    frames = obs[:, 0]
+    stacker = FrameStacker(num_envs, spec.frame_stack, spec.screen_size)
+    stacker.reset(frames)
+    builders = [_EpisodeBuilder(f) for f in frames]
+    pending: list[Episode] = []
+    taken = 0
+    bar = tqdm(total=remaining, desc=f"collect {spec.game}", unit="step", disable=not progress)
+    try:
+        while taken < remaining:
+            actions = policy(stacker.buffer, rng)
+            obs, rewards, terminated, truncated, info = env.step(actions)
+            done = terminated | truncated
+            new_frames = obs[:, 0]
+            last_frames = new_frames.copy()
+            if done.any():
+                last_frames[done] = info["final_obs"][done, 0]
+            for i in range(num_envs):
+                builders[i].add(actions[i], rewards[i], last_frames[i])
+                if done[i]:
+                    pending.append(builders[i].finish(bool(terminated[i]), bool(truncated[i])))
+                    builders[i] = _EpisodeBuilder(new_frames[i])
+            stacker.push(last_frames)
+            if done.any():
+                stacker.reset(new_frames, done)
+            taken += num_envs
+            bar.update(num_envs)
+            if sum(len(e) for e in pending) >= chunk_steps:
+                store.append(pending)
+                pending = []
+        # the budget is spent: keep the in-progress episodes, marked as cut
+        excess = taken - remaining
+        for b in builders:
+            if excess > 0 and len(b.actions) > 1:
+                b.actions.pop()
+                b.rewards.pop()
+                b.frames.pop()
+                excess -= 1
+            if b.actions:
+                pending.append(b.finish(False, True))
+        if pending:
+            store.append(pending)
+    finally:
+        bar.close()
+        env.close()
+    return store

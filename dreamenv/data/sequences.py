@@ -1,0 +1,128 @@
+"""Training sequences and start contexts cut from stored episodes.
+
+Example:
+    >>> sampler = SequenceSampler(store.episodes(), stack=4, seq_len=16, seed=0)
+    >>> batch = sampler.sample(32)  # frames (32, 17, 4, 96, 96) uint8, actions (32, 16), ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dreamenv.data.store import Episode
+from dreamenv.envs.atari import stack_frames
+from dreamenv.errors import DatasetError
+
+
+def split_episodes(
+    episodes: list[Episode], val_fraction: float
+) -> tuple[list[Episode], list[Episode]]:
+    """Every ``1/val_fraction``-th episode held out for validation (at least one when
+    there are two or more episodes); the rest for training."""
+    if len(episodes) < 2 or val_fraction <= 0:
+        return episodes, episodes
+    every = max(2, round(1 / val_fraction))
+    val = [e for i, e in enumerate(episodes) if i % every == every - 1] or [episodes[-1]]
+    ids = {id(e) for e in val}
+    return [e for e in episodes if id(e) not in ids], val
+
+
+class SequenceSampler:
+    """Uniformly random windows of ``seq_len`` transitions (masked past an episode's end)."""
+
+    def __init__(self, episodes: list[Episode], stack: int, seq_len: int, seed: int = 0) -> None:
+        self.episodes = [e for e in episodes if len(e) > 0]
+        if not self.episodes:
+            raise DatasetError("No episode with at least one step to train on; collect more data.")
+        self.stack = stack
+        self.seq_len = seq_len
+        self.lengths = np.array([len(e) for e in self.episodes])
+        self.weights = self.lengths / self.lengths.sum()
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.lengths.sum())
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        """A batch: ``frames`` (B, L+1, stack, S, S), ``actions``, ``rewards``,
+        ``terminated``, ``mask`` (B, L)."""
+        which = self.rng.choice(len(self.episodes), size=batch_size, p=self.weights)
+        starts = (self.rng.random(batch_size) * self.lengths[which]).astype(np.int64)
+        return self.window(which, starts)
+
+    def window(self, which: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
+        """The windows starting at ``starts`` of episodes ``which``."""
+        L = self.seq_len
+        frames, actions, rewards, terminated, mask = [], [], [], [], []
+        for e_idx, s in zip(which, starts):
+            ep = self.episodes[e_idx]
+            T = len(ep)
+            pos = np.minimum(np.arange(s, s + L + 1), T)
+            step = np.minimum(np.arange(s, s + L), T - 1)
+            valid = np.arange(s, s + L) < T
+            frames.append(stack_frames(ep.frames, pos, self.stack))
+            actions.append(ep.actions[step])
+            rewards.append(np.where(valid, ep.rewards[step], 0.0))
+            terminated.append(valid & ep.terminated[step])
+            mask.append(valid)
+        return {
+            "frames": np.stack(frames),
+            "actions": np.stack(actions).astype(np.int64),
+            "rewards": np.stack(rewards).astype(np.float32),
+            "terminated": np.stack(terminated),
+            "mask": np.stack(mask),
+        }
+
+
+@dataclass
+class StartBank:
+    """Real starts of dream episodes: ``context`` consecutive observations and the actions
+    between them, stored as single frames."""
+
+    frames: np.ndarray
+    """``(N, context + stack - 1, S, S)`` uint8 single frames covering the context's stacks."""
+    actions: np.ndarray
+    """``(N, context - 1)`` int64 actions taken between the context observations."""
+    stack: int
+    """Frames per observation."""
+
+    @property
+    def size(self) -> int:
+        return len(self.frames)
+
+    @property
+    def context(self) -> int:
+        return self.actions.shape[1] + 1
+
+    def observations(self, burn_in: int) -> np.ndarray:
+        """The last ``burn_in`` stacked observations of every start: ``(N, burn_in, stack, S, S)``."""
+        k, s = self.context, self.stack
+        idx = np.arange(k - burn_in, k)[:, None] + np.arange(s)[None]
+        return self.frames[:, idx]
+
+
+def build_start_bank(
+    episodes: list[Episode], size: int, context: int, stack: int, seed: int = 0
+) -> StartBank:
+    """``size`` random starts (with ``context`` observations of history) from ``episodes``."""
+    usable = [e for e in episodes if len(e) >= context]
+    if not usable:
+        raise DatasetError(
+            f"No episode has the {context} steps a start context needs; collect more data "
+            "or lower the start context."
+        )
+    rng = np.random.default_rng(seed)
+    lengths = np.array([len(e) - context + 1 for e in usable])
+    which = rng.choice(len(usable), size=size, p=lengths / lengths.sum())
+    frames, actions = [], []
+    for i in which:
+        ep = usable[i]
+        t = int(rng.integers(context - 1, len(ep)))  # the current observation's position
+        first = t - context + 1
+        pos = np.clip(np.arange(first - stack + 1, t + 1), 0, None)
+        frames.append(ep.frames[pos])
+        actions.append(ep.actions[first:t])
+    return StartBank(np.stack(frames), np.stack(actions).astype(np.int64), stack)

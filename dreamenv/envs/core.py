@@ -1,0 +1,248 @@
+"""The batched dream engine shared by :class:`DreamEnv` (a batch of one) and
+:class:`DreamVectorEnv`: model state, seeding, horizon, start bank, validation.
+
+One call of :meth:`DreamCore.step` advances every env in one forward pass of the world
+model. The engine holds no Python loop over envs: per-env randomness comes from
+:class:`~dreamenv.random.BatchRandom`, per-env resets are index operations.
+
+Example:
+    >>> core = DreamCore("runs/pong/model", num_envs=16)
+    >>> core.seed(np.arange(16), [key_from_seed(s) for s in range(16)])
+    >>> core.reset_envs(np.arange(16))
+    >>> reward, terminated, truncated = core.step(torch.zeros(16, dtype=torch.long))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dreamenv.checkpoint import Checkpoint, load_checkpoint
+from dreamenv.errors import ConfigError, InvalidActionError, StateError
+from dreamenv.random import BatchRandom
+
+REWARD_MODES = ("sample", "mean", "mode")
+
+
+@dataclass(frozen=True)
+class DreamOptions:
+    """Options of a dream env (the keyword arguments of ``gym.make("dreamenv/Dream-v0")``)."""
+
+    horizon: int = 50
+    """Steps after which an imagined episode is truncated (never terminated)."""
+    obs_type: str = "indices"
+    """``"indices"`` (codes, MultiDiscrete), ``"embeddings"`` (float), ``"pixels"`` (decoded uint8)."""
+    reward_mode: str = "sample"
+    """``"sample"`` from the reward head, its ``"mean"``, or its ``"mode"``."""
+    use_termination: bool = True
+    """End episodes when the model's termination head samples True."""
+    burn_in: int = 4
+    """Real observations each episode starts from (the last is the first observation)."""
+    device: str = "cpu"
+    """Torch device of the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``."""
+
+    def validate(self, context: int, obs_types: tuple[str, ...]) -> None:
+        if not (isinstance(self.horizon, (int, np.integer)) and self.horizon >= 1):
+            raise ConfigError(f"horizon must be a positive int (default 50), got {self.horizon!r}.")
+        if self.obs_type not in obs_types:
+            raise ConfigError(f"obs_type must be one of {list(obs_types)}, got {self.obs_type!r}.")
+        if self.reward_mode not in REWARD_MODES:
+            raise ConfigError(
+                f"reward_mode must be one of {list(REWARD_MODES)}, got {self.reward_mode!r}."
+            )
+        if not (isinstance(self.burn_in, (int, np.integer)) and 1 <= self.burn_in <= context):
+            raise ConfigError(
+                f"burn_in must be an int in [1, {context}] (the checkpoint's start context), "
+                f"got {self.burn_in!r}."
+            )
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={self.device!r} but CUDA is not available here; use device='cpu'."
+            )
+
+
+def resolve_checkpoint(checkpoint: str | Path | Checkpoint, device: str, game: str | None) -> Checkpoint:
+    """A loaded checkpoint from a path (or one already loaded, moved to ``device``)."""
+    if checkpoint is None:
+        raise ConfigError(
+            "checkpoint is required: gym.make('dreamenv/Dream-v0', checkpoint='runs/pong/model')."
+        )
+    if isinstance(checkpoint, Checkpoint):
+        checkpoint.model.to(device)
+        return checkpoint
+    return load_checkpoint(checkpoint, device, game=game)
+
+
+class DreamCore:
+    """The batched engine: ``num_envs`` imagined episodes advanced together."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path | Checkpoint,
+        num_envs: int = 1,
+        options: DreamOptions | None = None,
+        game: str | None = None,
+    ) -> None:
+        options = options or DreamOptions()
+        if not (isinstance(num_envs, (int, np.integer)) and num_envs >= 1):
+            raise ConfigError(f"num_envs must be a positive int, got {num_envs!r}.")
+        ckpt = resolve_checkpoint(checkpoint, options.device, game)
+        options.validate(ckpt.start_bank.context, ckpt.model.obs_types)
+        self.checkpoint = ckpt
+        self.model = ckpt.model
+        self.options = options
+        self.num_envs = int(num_envs)
+        self.device = torch.device(options.device)
+        self.observation_space = self.model.observation_space(options.obs_type)
+        self.action_space = gym.spaces.Discrete(self.model.num_actions)
+        self.rewards = self.model.reward_values()
+        self.rng = BatchRandom(self.num_envs, self.device)
+        with torch.inference_mode():
+            self.bank_latents = self._encode_bank(options.burn_in)
+        self.bank_actions = torch.as_tensor(
+            ckpt.start_bank.actions[:, ckpt.start_bank.context - options.burn_in :],
+            device=self.device,
+        )
+        self.latent: torch.Tensor | None = None
+        self.state: tuple[torch.Tensor, ...] | None = None
+        self.steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+
+    def _encode_bank(self, burn_in: int, batch: int = 256) -> torch.Tensor:
+        obs = self.checkpoint.start_bank.observations(burn_in)  # (N, K, stack, S, S)
+        flat = obs.reshape(-1, *obs.shape[2:])
+        latents = [
+            self.model.encode(torch.as_tensor(flat[i : i + batch], device=self.device))
+            for i in range(0, len(flat), batch)
+        ]
+        latents = torch.cat(latents)
+        return latents.view(obs.shape[0], burn_in, *latents.shape[1:])
+
+    # --- episodes ----------------------------------------------------------------------
+    def seed(self, index: np.ndarray, keys: list[int]) -> None:
+        """Restart the random streams of envs ``index`` from ``keys``."""
+        self.rng.set_keys(torch.as_tensor(index, device=self.device), keys)
+
+    @torch.inference_mode()
+    def reset_envs(self, index: np.ndarray) -> None:
+        """Start new episodes in envs ``index`` from random real contexts of the start bank."""
+        idx = torch.as_tensor(index, dtype=torch.int64, device=self.device)
+        u = self.rng.uniform((), idx)
+        starts = (u * len(self.bank_latents)).long().clamp_(max=len(self.bank_latents) - 1)
+        latents = self.bank_latents[starts]
+        state = self.model.initial_state(latents, self.bank_actions[starts])
+        if self.state is None:
+            if len(idx) != self.num_envs:
+                raise StateError("The first reset must reset every env; call reset() without a mask.")
+            self.latent = latents[:, -1].clone()
+            self.state = tuple(s.clone() for s in state)
+        else:
+            self.latent[idx] = latents[:, -1]
+            for old, new in zip(self.state, state):
+                old[idx] = new
+        self.steps[idx] = 0
+
+    def check_actions(self, actions: Any) -> torch.Tensor:
+        """``actions`` as a validated int64 tensor of shape ``(num_envs,)``."""
+        if self.state is None:
+            raise StateError("Cannot call step() before reset(); call reset() first.")
+        arr = validate_actions(actions, self.num_envs, self.checkpoint.action_meanings)
+        return torch.as_tensor(arr, device=self.device)
+
+    @torch.inference_mode()
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advance every env one imagined step: returns reward, terminated, truncated."""
+        pred = self.model.step(self.state, self.latent, actions, self.rng)
+        u = self.rng.uniform((2,))
+        probs = torch.softmax(pred.reward_logits, -1)
+        mode = self.options.reward_mode
+        if mode == "sample":
+            which = (probs.cumsum(-1) < u[:, :1]).sum(-1).clamp_(max=len(self.rewards) - 1)
+            reward = self.rewards[which]
+        elif mode == "mean":
+            reward = probs @ self.rewards
+        else:
+            reward = self.rewards[probs.argmax(-1)]
+        if self.options.use_termination:
+            terminated = u[:, 1] < torch.sigmoid(pred.termination_logits)
+        else:
+            terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self.latent = pred.next_latent
+        self.state = pred.state
+        self.steps += 1
+        truncated = self.steps >= self.options.horizon
+        return reward, terminated, truncated
+
+    # --- observations --------------------------------------------------------------------
+    @torch.inference_mode()
+    def observe(self, index: np.ndarray | None = None) -> np.ndarray:
+        """Observations of all envs (or of ``index``) as numpy of the space's dtype."""
+        latent = self.latent if index is None else self.latent[torch.as_tensor(index, device=self.device)]
+        obs = self.model.observe(latent, self.options.obs_type)
+        return np.array(obs.cpu().numpy(), dtype=self.observation_space.dtype, copy=True)
+
+    @torch.inference_mode()
+    def render_frames(self) -> np.ndarray:
+        """The newest decoded frame of every env as RGB ``(num_envs, S, S, 3)`` uint8."""
+        frames = self.model.decode(self.latent)[:, -1].cpu().numpy()
+        return np.repeat(frames[..., None], 3, axis=-1)
+
+    # --- branching -----------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """A copy of everything that determines the future: latents, model state, step
+        counters and random streams. Restore it with :meth:`set_state`."""
+        if self.state is None:
+            raise StateError("get_state() needs a reset env; call reset() first.")
+        return {
+            "latent": self.latent.clone(),
+            "model_state": tuple(s.clone() for s in self.state),
+            "steps": self.steps.clone(),
+            "rng": self.rng.state_dict(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`get_state` of an env of the same batch size."""
+        keys = {"latent", "model_state", "steps", "rng"}
+        if not isinstance(state, dict) or set(state) != keys:
+            raise StateError(
+                f"set_state() takes the dict returned by get_state() (keys {sorted(keys)}), "
+                f"got {type(state).__name__}."
+            )
+        if state["latent"].shape[0] != self.num_envs:
+            raise StateError(
+                f"set_state() got a state of {state['latent'].shape[0]} envs; this env has "
+                f"{self.num_envs}. Use get_state() of an env with the same num_envs."
+            )
+        self.latent = state["latent"].clone().to(self.device)
+        self.state = tuple(s.clone().to(self.device) for s in state["model_state"])
+        self.steps = state["steps"].clone().to(self.device)
+        self.rng.load_state_dict(state["rng"])
+
+
+def validate_actions(actions: Any, num_envs: int, meanings: tuple[str, ...]) -> np.ndarray:
+    """``actions`` as int64 ``(num_envs,)``, or an :class:`InvalidActionError` saying why not."""
+    arr = np.asarray(actions)
+    n = len(meanings)
+    if arr.shape != (num_envs,):
+        raise InvalidActionError(
+            f"actions must have shape ({num_envs},) (one per env), got shape {arr.shape}."
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        integral = np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
+        if not (integral and np.all(arr == np.round(arr))):
+            raise InvalidActionError(
+                f"actions must be integers in [0, {n - 1}], got dtype {arr.dtype} "
+                f"(values {arr[:4].tolist()})."
+            )
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        bad = arr[(arr < 0) | (arr >= n)]
+        raise InvalidActionError(
+            f"actions must lie in [0, {n - 1}] (the game has {n} actions: "
+            f"{', '.join(meanings)}), got {bad[:4].tolist()}."
+        )
+    return arr.astype(np.int64)

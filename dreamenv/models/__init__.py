@@ -1,0 +1,28 @@
+"""World-model families behind one contract (see :mod:`dreamenv.models.base`)."""
+
+from dreamenv.models.base import (
+    FAMILIES,
+    OBS_TYPES,
+    Prediction,
+    State,
+    WorldModel,
+    build_model,
+    get_family,
+    register_family,
+    resolve_config,
+)
+from dreamenv.models.discrete import DiscreteConfig, DiscreteWorldModel
+
+__all__ = [
+    "FAMILIES",
+    "OBS_TYPES",
+    "DiscreteConfig",
+    "DiscreteWorldModel",
+    "Prediction",
+    "State",
+    "WorldModel",
+    "build_model",
+    "get_family",
+    "register_family",
+    "resolve_config",
+]

@@ -1,0 +1,447 @@
+"""The discrete world model of Robine et al. (2020): VQ-VAE + two-cell ConvLSTM.
+
+- Encoder: strided convolutions with batch norm and leaky ReLU, from stacked grayscale
+  frames to a ``G x G`` grid (6x6 for 96x96 frames) of 32-dim vectors, quantised against
+  a 128 x 32 codebook updated by exponential moving averages, with a commitment cost.
+- Decoder: transposed convolutions (no batch norm) to the logits of independent
+  continuous Bernoulli distributions over every pixel of every stacked frame.
+- Dynamics: two ConvLSTM cells with layer norm; the input is the codebook embedding of
+  the current indices with the action one-hot tiled over the grid, and the action is
+  concatenated again to each cell's output. Heads: next-index logits per grid cell, a
+  reward over {-1, 0, +1}, and a termination logit (the paper's future work, done here).
+
+Example:
+    >>> model = DiscreteWorldModel(DiscreteConfig(), AtariSpec("pong"), num_actions=6)
+    >>> model.parameter_counts()["total"] > 9_000_000
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dreamenv.envs.atari import AtariSpec
+from dreamenv.models.base import Prediction, State, WorldModel, register_family
+from dreamenv.random import BatchRandom
+
+
+@dataclass(frozen=True)
+class DiscreteConfig:
+    """Hyperparameters of the discrete world model (defaults: the paper's sizes)."""
+
+    encoder_channels: tuple[int, ...] = (64, 128, 256, 256)
+    """Channels of the four stride-2 encoder convolutions (mirrored by the decoder)."""
+    num_codes: int = 128
+    """Codebook size K: the categories of every latent grid cell."""
+    code_dim: int = 32
+    """Dimension of each codebook vector."""
+    commitment_cost: float = 0.25
+    """Weight of the commitment loss pulling encoder outputs to their codes."""
+    ema_decay: float = 0.99
+    """Decay of the exponential moving averages that update the codebook."""
+    lstm_channels: int = 224
+    """Hidden channels of each ConvLSTM cell."""
+    head_channels: int = 64
+    """Channels of the reward and termination heads' convolution."""
+    head_hidden: int = 128
+    """Width of the reward and termination heads' hidden linear layer."""
+    reward_loss_scale: float = 0.1
+    """Down-weighting of the reward cross-entropy (the paper's reward-loss trick)."""
+    reward_lr_scale: float = 4.0
+    """Learning-rate multiplier of the reward head, compensating the down-weighting."""
+    termination_loss_scale: float = 0.1
+    """Weight of the termination loss."""
+    representation_every: int = 2
+    """After warm-up, update the VQ-VAE only every this many steps (paper: 2)."""
+
+
+PRESETS = {
+    "paper": DiscreteConfig(),
+    "small": DiscreteConfig(
+        encoder_channels=(16, 32, 64, 64), lstm_channels=32, head_channels=16, head_hidden=64
+    ),
+    "tiny": DiscreteConfig(
+        encoder_channels=(8, 8, 16, 16), lstm_channels=8, head_channels=4, head_hidden=16
+    ),
+}
+
+
+def _to_unit(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() * (1.0 / 255.0)
+
+
+def continuous_bernoulli_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-element negative log-likelihood of ``target`` in [0, 1] under CB(sigmoid(logits)).
+
+    The normaliser ``log C(lambda)`` equals ``log(l / tanh(l / 2))`` for logit ``l``, which
+    is stable everywhere (its limit at 0 is ``log 2``).
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    small = logits.abs() < 1e-3
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    log_norm = torch.where(
+        small, math.log(2.0) + logits.square() / 12.0, torch.log(safe / torch.tanh(safe / 2))
+    )
+    return bce - log_norm
+
+
+def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of CB(sigmoid(logits)): ``sigmoid(l) / tanh(l/2) - 1/l`` (1/2 at l = 0)."""
+    small = logits.abs() < 1e-3
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    mean = torch.sigmoid(safe) / torch.tanh(safe / 2) - 1.0 / safe
+    return torch.where(small, 0.5 + logits / 12.0, mean)
+
+
+class VectorQuantizer(nn.Module):
+    """Codebook with EMA updates (van den Oord et al.) and restarts of dead codes."""
+
+    def __init__(self, num_codes: int, dim: int, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+        embed = torch.randn(num_codes, dim)
+        self.register_buffer("codebook", embed.clone())
+        self.register_buffer("cluster_size", torch.ones(num_codes))
+        self.register_buffer("embed_sum", embed.clone())
+
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Nearest code of each vector of ``z`` ``(N, D)``."""
+        distances = (
+            z.square().sum(1, keepdim=True)
+            - 2 * z @ self.codebook.t()
+            + self.codebook.square().sum(1)[None]
+        )
+        return distances.argmin(1)
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, idx: torch.Tensor) -> None:
+        """One EMA step of the codebook towards the vectors assigned to each code."""
+        onehot = F.one_hot(idx, self.codebook.shape[0]).type_as(z)
+        self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(onehot.t() @ z, alpha=1 - self.decay)
+        n = self.cluster_size.sum()
+        size = (self.cluster_size + 1e-5) / (n + self.codebook.shape[0] * 1e-5) * n
+        self.codebook.copy_(self.embed_sum / size[:, None])
+        dead = self.cluster_size < 1e-3
+        if dead.any():  # restart unused codes at random encoder outputs
+            pick = torch.randint(0, z.shape[0], (int(dead.sum()),), device=z.device)
+            self.codebook[dead] = z[pick]
+            self.embed_sum[dead] = z[pick]
+            self.cluster_size[dead] = 1.0
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channels: int, channels: tuple[int, ...], code_dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for c in channels:
+            layers += [nn.Conv2d(prev, c, 4, 2, 1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2)]
+            prev = c
+        layers.append(nn.Conv2d(prev, code_dim, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, out_channels: int, channels: tuple[int, ...], code_dim: int) -> None:
+        super().__init__()
+        rev = list(reversed(channels))
+        layers: list[nn.Module] = [nn.Conv2d(code_dim, rev[0], 1), nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(rev, rev[1:] + [rev[-1]]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(rev[-1], out_channels, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class ConvLSTMCell(nn.Module):
+    """A convolutional LSTM cell with layer norm on the gates and the cell state."""
+
+    def __init__(self, in_channels: int, hidden: int, grid: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, 3, 1, 1)
+        self.norm_gates = nn.LayerNorm([4 * hidden, grid, grid])
+        self.norm_cell = nn.LayerNorm([hidden, grid, grid])
+
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        gates = self.norm_gates(self.gates(torch.cat([x, h], 1)))
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f + 1.0) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(self.norm_cell(c))
+        return h, c
+
+
+class ScalarHead(nn.Module):
+    """Convolution + layer norm + two linear layers, to ``out`` scores (reward, termination)."""
+
+    def __init__(self, in_channels: int, channels: int, hidden: int, grid: int, out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, 1, 1),
+            nn.LayerNorm([channels, grid, grid]),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(channels * grid * grid, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, out),
+        )
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)
+
+
+class Dynamics(nn.Module):
+    """Two ConvLSTM cells, the action at every layer, and the three prediction heads."""
+
+    def __init__(self, config: DiscreteConfig, num_actions: int, grid: int) -> None:
+        super().__init__()
+        a, h = num_actions, config.lstm_channels
+        self.num_actions = num_actions
+        self.cell1 = ConvLSTMCell(config.code_dim + a, h, grid)
+        self.cell2 = ConvLSTMCell(h + a, h, grid)
+        self.latent_head = nn.Sequential(
+            nn.Conv2d(h + a, h, 3, 1, 1),
+            nn.LayerNorm([h, grid, grid]),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(h, config.num_codes, 1),
+        )
+        self.reward_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 3)
+        self.termination_head = ScalarHead(
+            h + a, config.head_channels, config.head_hidden, grid, 1
+        )
+
+    def forward(
+        self, embedded: torch.Tensor, action: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
+        """``embedded`` ``(B, D, G, G)``, ``action`` ``(B,)`` -> latent, reward, term logits."""
+        b, _, g, _ = embedded.shape
+        onehot = F.one_hot(action, self.num_actions).to(embedded.dtype)[:, :, None, None]
+        tiled = onehot.expand(b, self.num_actions, g, g)
+        h1, c1, h2, c2 = state
+        h1, c1 = self.cell1(torch.cat([embedded, tiled], 1), h1, c1)
+        h2, c2 = self.cell2(torch.cat([h1, tiled], 1), h2, c2)
+        y = torch.cat([h2, tiled], 1)
+        return (
+            self.latent_head(y),
+            self.reward_head(y),
+            self.termination_head(y).squeeze(1),
+            (h1, c1, h2, c2),
+        )
+
+
+@register_family
+class DiscreteWorldModel(WorldModel):
+    """VQ-VAE + ConvLSTM world model; latents are ``(B, G, G)`` int64 code indices."""
+
+    family = "discrete"
+    config_class = DiscreteConfig
+    presets = PRESETS
+
+    def __init__(self, config: DiscreteConfig, spec: AtariSpec, num_actions: int) -> None:
+        super().__init__(config, spec, num_actions)
+        stack, size, _ = spec.frame_shape
+        self.grid = size // 2 ** len(config.encoder_channels)
+        self.encoder = Encoder(stack, config.encoder_channels, config.code_dim)
+        self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.ema_decay)
+        self.decoder = Decoder(stack, config.encoder_channels, config.code_dim)
+        self.dynamics = Dynamics(config, num_actions, self.grid)
+
+    # --- representation -----------------------------------------------------------------
+    def _encode_continuous(self, frames: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(_to_unit(frames))  # (B, D, G, G)
+        return z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        z = self._encode_continuous(frames)
+        return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
+
+    def embed(self, latent: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors of index grids: ``(B, G, G)`` -> ``(B, D, G, G)`` float."""
+        return self.quantizer.codebook[latent].permute(0, 3, 1, 2)
+
+    def decode_logits(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.embed(latent))
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        mean = continuous_bernoulli_mean(self.decode_logits(latent))
+        return (mean * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+    # --- dynamics -----------------------------------------------------------------------
+    def zero_state(self, batch: int) -> State:
+        shape = (batch, self.config.lstm_channels, self.grid, self.grid)
+        return tuple(torch.zeros(shape, device=self.device) for _ in range(4))
+
+    def initial_state(self, latents: torch.Tensor, actions: torch.Tensor) -> State:
+        state = self.zero_state(latents.shape[0])
+        for t in range(actions.shape[1]):
+            _, _, _, state = self.dynamics(self.embed(latents[:, t]), actions[:, t], state)
+        return state
+
+    def step(
+        self, state: State, latent: torch.Tensor, action: torch.Tensor, rng: BatchRandom
+    ) -> Prediction:
+        logits, reward_logits, term_logits, state = self.dynamics(
+            self.embed(latent), action, state
+        )
+        cdf = torch.softmax(logits, 1).permute(0, 2, 3, 1).cumsum(-1)  # (B, G, G, K)
+        u = rng.uniform((self.grid, self.grid)).to(cdf.device)
+        next_latent = (cdf < u[..., None]).sum(-1).clamp_(max=self.config.num_codes - 1)
+        return Prediction(next_latent, reward_logits, term_logits, state)
+
+    # --- observations -------------------------------------------------------------------
+    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+        if obs_type == "indices":
+            return latent.reshape(latent.shape[0], -1)
+        if obs_type == "embeddings":
+            return self.embed(latent)
+        if obs_type == "pixels":
+            return self.decode(latent)
+        self.check_obs_type(obs_type)
+        raise AssertionError("unreachable")
+
+    def observation_space(self, obs_type: str) -> gym.Space:
+        self.check_obs_type(obs_type)
+        if obs_type == "indices":
+            return gym.spaces.MultiDiscrete(
+                np.full(self.grid * self.grid, self.config.num_codes, dtype=np.int64)
+            )
+        if obs_type == "embeddings":
+            book = self.quantizer.codebook
+            return gym.spaces.Box(
+                float(book.min()) - 1e-3,
+                float(book.max()) + 1e-3,
+                (self.config.code_dim, self.grid, self.grid),
+                np.float32,
+            )
+        return gym.spaces.Box(0, 255, self.spec.frame_shape, np.uint8)
+
+    # --- training -----------------------------------------------------------------------
+    def param_groups(self, lr: float) -> list[dict]:
+        reward = list(self.dynamics.reward_head.parameters())
+        ids = {id(p) for p in reward}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [
+            {"params": rest, "lr": lr},
+            {"params": reward, "lr": lr * self.config.reward_lr_scale},
+        ]
+
+    def _representation_loss(self, frames: torch.Tensor, update: bool) -> dict[str, torch.Tensor]:
+        z = self._encode_continuous(frames)
+        idx = self.quantizer.indices(z.detach())
+        if update and self.training:
+            self.quantizer.update(z.detach(), idx)
+        q = self.quantizer.codebook[idx]
+        commitment = F.mse_loss(z, q.detach())
+        q = z + (q - z).detach()  # straight-through
+        b = frames.shape[0]
+        q = q.view(b, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        logits = self.decoder(q)
+        recon = continuous_bernoulli_nll(logits, _to_unit(frames)).mean()
+        return {
+            "recon_loss": recon,
+            "commitment_loss": commitment,
+            "indices": idx.view(b, self.grid, self.grid),
+            "recon_mse": F.mse_loss(torch.sigmoid(logits).detach(), _to_unit(frames)),
+        }
+
+    def _dynamics_outputs(
+        self, indices: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced predictions over a sequence: ``indices`` ``(B, L+1, G, G)``."""
+        b, steps = actions.shape
+        state = self.zero_state(b)
+        latent_logits, reward_logits, term_logits = [], [], []
+        for t in range(steps):
+            lg, rw, tm, state = self.dynamics(self.embed(indices[:, t]), actions[:, t], state)
+            latent_logits.append(lg)
+            reward_logits.append(rw)
+            term_logits.append(tm)
+        return torch.stack(latent_logits, 1), torch.stack(reward_logits, 1), torch.stack(term_logits, 1)
+
+    def _sequence_terms(
+        self, batch: dict[str, torch.Tensor], indices: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        latent_logits, reward_logits, term_logits = self._dynamics_outputs(
+            indices, batch["actions"]
+        )
+        mask = batch["mask"].float()
+        denom = mask.sum().clamp(min=1.0)
+        target = indices[:, 1:]
+        latent_ce = F.cross_entropy(
+            latent_logits.flatten(0, 1), target.flatten(0, 1), reduction="none"
+        ).mean((1, 2)).view_as(mask)
+        reward_class = batch["rewards"].clamp(-1, 1).round().long() + 1
+        reward_ce = F.cross_entropy(
+            reward_logits.flatten(0, 1), reward_class.flatten(), reduction="none"
+        ).view_as(mask)
+        term = batch["terminated"].float()
+        term_bce = F.binary_cross_entropy_with_logits(term_logits, term, reduction="none")
+        return {
+            "latent_loss": (latent_ce * mask).sum() / denom,
+            "reward_loss": (reward_ce * mask).sum() / denom,
+            "termination_loss": (term_bce * mask).sum() / denom,
+            "latent_acc": ((latent_logits.argmax(2) == target).float().mean((2, 3)) * mask).sum()
+            / denom,
+            "reward_acc": ((reward_logits.argmax(2) == reward_class).float() * mask).sum() / denom,
+            "termination_acc": (((term_logits > 0).float() == term).float() * mask).sum() / denom,
+        }
+
+    def loss(self, batch: dict[str, torch.Tensor], phase: str, step: int) -> dict[str, torch.Tensor]:
+        frames = batch["frames"]
+        b, steps1 = frames.shape[:2]
+        flat = frames.flatten(0, 1)
+        update_repr = phase == "warmup" or step % self.config.representation_every == 0
+        if update_repr:
+            rep = self._representation_loss(flat, update=True)
+            indices = rep["indices"].view(b, steps1, self.grid, self.grid)
+            repr_loss = rep["recon_loss"] + self.config.commitment_cost * rep["commitment_loss"]
+        else:
+            with torch.no_grad():
+                indices = self.encode(flat).view(b, steps1, self.grid, self.grid)
+            rep, repr_loss = {}, torch.zeros((), device=frames.device)
+        out: dict[str, torch.Tensor] = {}
+        if update_repr:
+            out.update(recon_loss=rep["recon_loss"].detach(), commitment_loss=rep["commitment_loss"].detach())
+        if phase == "warmup":
+            out["loss"] = repr_loss
+            return out
+        terms = self._sequence_terms(batch, indices.detach())
+        out.update({k: v.detach() for k, v in terms.items()})
+        out["loss"] = (
+            repr_loss
+            + terms["latent_loss"]
+            + self.config.reward_loss_scale * terms["reward_loss"]
+            + self.config.termination_loss_scale * terms["termination_loss"]
+        )
+        return out
+
+    @torch.no_grad()
+    def metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        frames = batch["frames"]
+        b, steps1 = frames.shape[:2]
+        rep = self._representation_loss(frames.flatten(0, 1), update=False)
+        indices = rep["indices"].view(b, steps1, self.grid, self.grid)
+        terms = self._sequence_terms(batch, indices)
+        return {
+            "recon_loss": float(rep["recon_loss"]),
+            "recon_mse": float(rep["recon_mse"]),
+            "latent_loss": float(terms["latent_loss"]),
+            "latent_acc": float(terms["latent_acc"]),
+            "reward_acc": float(terms["reward_acc"]),
+            "termination_acc": float(terms["termination_acc"]),
+        }

@@ -1,0 +1,93 @@
+"""Per-env random streams that a whole batch draws from in one call.
+
+A dream vector env must give env ``i`` the same rollout as a single env seeded with
+``seed + i`` (gymnasium's convention), whatever the batch around it. One
+``torch.Generator`` per env would need a Python loop over the envs on every step, so each
+env instead owns a counter-based stream: a 62-bit key drawn at reset from the env's
+seeded ``numpy`` generator (the one ``gymnasium.Env.reset(seed=...)`` creates) and a
+counter. A draw hashes (key, counter, element) with the SplitMix64 finaliser in int64
+tensor ops, on any device, for every env at once.
+
+Example:
+    >>> rng = BatchRandom(2, "cpu")
+    >>> rng.set_keys(torch.tensor([0, 1]), [key_from_seed(7), key_from_seed(8)])
+    >>> rng.uniform((3,)).shape
+    torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
+_MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
+_MIX2 = -7723592293110705685  # 0x94D049BB133111EB
+_MASK = {k: (1 << (64 - k)) - 1 for k in (27, 30, 31, 40)}
+
+
+def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
+    return (x >> k) & _MASK[k]
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    x = x + _GOLDEN
+    x = (x ^ _srl(x, 30)) * _MIX1
+    x = (x ^ _srl(x, 27)) * _MIX2
+    return x ^ _srl(x, 31)
+
+
+def key_from_generator(generator: np.random.Generator) -> int:
+    """A stream key drawn from a numpy generator (such as ``env.np_random``)."""
+    return int(generator.integers(0, 2**62))
+
+
+def key_from_seed(seed: int | None) -> int:
+    """The stream key that ``reset(seed=seed)`` gives an env (``None``: fresh entropy)."""
+    from gymnasium.utils import seeding
+
+    generator, _ = seeding.np_random(seed)
+    return key_from_generator(generator)
+
+
+class BatchRandom:
+    """``num_envs`` independent uniform streams; one call draws for all (or some) envs."""
+
+    def __init__(self, num_envs: int, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.keys = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.counters = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+
+    def set_keys(self, index: torch.Tensor, keys: list[int]) -> None:
+        """Restart the streams of envs ``index`` with new ``keys`` (counters back to 0)."""
+        self.keys[index] = torch.tensor(keys, dtype=torch.int64, device=self.device)
+        self.counters[index] = 0
+
+    def uniform(self, shape: tuple[int, ...], index: torch.Tensor | None = None) -> torch.Tensor:
+        """Uniform floats in (0, 1) of shape ``(len(index), *shape)``; advances those streams.
+
+        Args:
+            shape: per-env shape of the draw.
+            index: envs that draw (all if None); the others' streams do not move.
+        """
+        keys = self.keys if index is None else self.keys[index]
+        counters = self.counters if index is None else self.counters[index]
+        n = int(np.prod(shape)) if shape else 1
+        element = torch.arange(n, dtype=torch.int64, device=self.device)
+        x = _mix(keys[:, None] ^ _mix(counters[:, None] * 1_000_003 + element))
+        u = (_srl(x, 40).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+        if index is None:
+            self.counters += 1
+        else:
+            self.counters[index] += 1
+        return u.reshape(len(keys), *shape)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Copies of keys and counters (for ``get_state``)."""
+        return {"keys": self.keys.clone(), "counters": self.counters.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.keys.copy_(state["keys"])
+        self.counters.copy_(state["counters"])

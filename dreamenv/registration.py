@@ -1,0 +1,24 @@
+"""Registers ``dreamenv/Dream-v0`` and ``dreamenv/Real-v0`` with gymnasium (on import)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+DREAM_ID = "dreamenv/Dream-v0"
+REAL_ID = "dreamenv/Real-v0"
+
+
+def register_envs() -> None:
+    """Register the envs once; both ``gym.make`` and ``gym.make_vec`` work with each."""
+    if DREAM_ID not in gym.registry:
+        gym.register(
+            DREAM_ID,
+            entry_point="dreamenv.envs.dream:DreamEnv",
+            vector_entry_point="dreamenv.envs.vector:DreamVectorEnv",
+        )
+    if REAL_ID not in gym.registry:
+        gym.register(
+            REAL_ID,
+            entry_point="dreamenv.envs.real:RealEnv",
+            vector_entry_point="dreamenv.envs.real:RealVectorEnv",
+        )
