@@ -74,7 +74,9 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"Unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(names)}.")
+        raise ConfigError(
+            f"Unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(names)}."
+        )
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -139,7 +141,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
             "or damaged. Restore it or train the checkpoint again."
         ) from err
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not a dreamenv checkpoint config (format={config.get('format')!r}).")
+        raise CheckpointError(
+            f"{file} is not a dreamenv checkpoint config (format={config.get('format')!r})."
+        )
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -184,7 +188,9 @@ def load_checkpoint(
             "Pass a checkpoint trained on that game."
         )
     cls = get_family(config["family"])
-    model = cls(config_from_dict(cls.config_class, config["model_config"]), spec, config["num_actions"])
+    model = cls(
+        config_from_dict(cls.config_class, config["model_config"]), spec, config["num_actions"]
+    )
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} has no {WEIGHTS_FILE}; it is incomplete.")
@@ -195,7 +201,10 @@ def load_checkpoint(
             f"{weights} is unreadable ({err}); the file is truncated or damaged. "
             "Restore it or train the checkpoint again."
         ) from err
-    missing, unexpected = model.state_dict().keys() - tensors.keys(), tensors.keys() - model.state_dict().keys()
+    missing, unexpected = (
+        model.state_dict().keys() - tensors.keys(),
+        tensors.keys() - model.state_dict().keys(),
+    )
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match the {config['family']!r} model of config.json: "

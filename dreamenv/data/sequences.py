@@ -57,7 +57,7 @@ class SequenceSampler:
         """The windows starting at ``starts`` of episodes ``which``."""
         L = self.seq_len
         frames, actions, rewards, terminated, mask = [], [], [], [], []
-        for e_idx, s in zip(which, starts):
+        for e_idx, s in zip(which, starts, strict=True):
             ep = self.episodes[e_idx]
             T = len(ep)
             pos = np.minimum(np.arange(s, s + L + 1), T)

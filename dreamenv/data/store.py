@@ -75,9 +75,13 @@ class EpisodeStore:
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as err:
-            raise DatasetError(f"{meta_path} is not valid JSON ({err}); the store is damaged.") from err
+            raise DatasetError(
+                f"{meta_path} is not valid JSON ({err}); the store is damaged."
+            ) from err
         if meta.get("format") != STORE_FORMAT:
-            raise DatasetError(f"{path} is not a dreamenv episode store (format={meta.get('format')!r}).")
+            raise DatasetError(
+                f"{path} is not a dreamenv episode store (format={meta.get('format')!r})."
+            )
         if meta.get("version") != STORE_VERSION:
             raise DatasetError(
                 f"Episode store {path} has format version {meta.get('version')!r}; this dreamenv "
@@ -186,5 +190,7 @@ class EpisodeStore:
                 f0 += length + 1
                 a0 += length
             if f0 != len(data["frames"]) or a0 != len(data["actions"]):
-                raise DatasetError(f"Chunk {path} is inconsistent: its lengths do not match its arrays.")
+                raise DatasetError(
+                    f"Chunk {path} is inconsistent: its lengths do not match its arrays."
+                )
         return out

@@ -106,7 +106,9 @@ class AtariSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ConfigError(f"Unknown AtariSpec fields {sorted(unknown)}; known: {sorted(names)}.")
+            raise ConfigError(
+                f"Unknown AtariSpec fields {sorted(unknown)}; known: {sorted(names)}."
+            )
         return cls(**data)
 
 

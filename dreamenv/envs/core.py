@@ -67,7 +67,9 @@ class DreamOptions:
             )
 
 
-def resolve_checkpoint(checkpoint: str | Path | Checkpoint, device: str, game: str | None) -> Checkpoint:
+def resolve_checkpoint(
+    checkpoint: str | Path | Checkpoint, device: str, game: str | None
+) -> Checkpoint:
     """A loaded checkpoint from a path (or one already loaded, moved to ``device``)."""
     if checkpoint is None:
         raise ConfigError(
@@ -103,8 +105,9 @@ class DreamCore:
         self.action_space = gym.spaces.Discrete(self.model.num_actions)
         self.rewards = self.model.reward_values()
         self.rng = BatchRandom(self.num_envs, self.device)
-        with torch.inference_mode():
-            self.bank_latents = self._encode_bank(options.burn_in)
+        self.bank_size = ckpt.start_bank.size
+        self._bank_latents: torch.Tensor | None = None  # encoded lazily, start by start
+        self._bank_encoded = torch.zeros(self.bank_size, dtype=torch.bool, device=self.device)
         self.bank_actions = torch.as_tensor(
             ckpt.start_bank.actions[:, ckpt.start_bank.context - options.burn_in :],
             device=self.device,
@@ -113,15 +116,30 @@ class DreamCore:
         self.state: tuple[torch.Tensor, ...] | None = None
         self.steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
 
-    def _encode_bank(self, burn_in: int, batch: int = 256) -> torch.Tensor:
-        obs = self.checkpoint.start_bank.observations(burn_in)  # (N, K, stack, S, S)
-        flat = obs.reshape(-1, *obs.shape[2:])
-        latents = [
-            self.model.encode(torch.as_tensor(flat[i : i + batch], device=self.device))
-            for i in range(0, len(flat), batch)
-        ]
-        latents = torch.cat(latents)
-        return latents.view(obs.shape[0], burn_in, *latents.shape[1:])
+    def bank_latents(self, starts: torch.Tensor) -> torch.Tensor:
+        """Latents ``(len(starts), burn_in, ...)`` of start-bank entries; each entry is
+        encoded once, on first use, and cached."""
+        todo = torch.unique(starts[~self._bank_encoded[starts]])
+        if len(todo):
+            obs = self.checkpoint.start_bank.observations(self.options.burn_in)[todo.cpu().numpy()]
+            flat = torch.as_tensor(obs.reshape(-1, *obs.shape[2:]), device=self.device)
+            latents = self.model.encode(flat).view(len(todo), self.options.burn_in, -1)
+            if self._bank_latents is None:
+                shape = (self.bank_size, *latents.shape[1:])
+                self._bank_latents = torch.zeros(shape, dtype=latents.dtype, device=self.device)
+            self._bank_latents[todo] = latents
+            self._bank_encoded[todo] = True
+        latent_shape = self.latent_shape
+        return self._bank_latents[starts].view(len(starts), self.options.burn_in, *latent_shape)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one env's latent (probed once from the model)."""
+        if not hasattr(self, "_latent_shape"):
+            probe = self.checkpoint.start_bank.observations(1)[:1, 0]
+            shape = self.model.encode(torch.as_tensor(probe, device=self.device)).shape[1:]
+            self._latent_shape = tuple(shape)
+        return self._latent_shape
 
     # --- episodes ----------------------------------------------------------------------
     def seed(self, index: np.ndarray, keys: list[int]) -> None:
@@ -133,17 +151,19 @@ class DreamCore:
         """Start new episodes in envs ``index`` from random real contexts of the start bank."""
         idx = torch.as_tensor(index, dtype=torch.int64, device=self.device)
         u = self.rng.uniform((), idx)
-        starts = (u * len(self.bank_latents)).long().clamp_(max=len(self.bank_latents) - 1)
-        latents = self.bank_latents[starts]
+        starts = (u * self.bank_size).long().clamp_(max=self.bank_size - 1)
+        latents = self.bank_latents(starts)
         state = self.model.initial_state(latents, self.bank_actions[starts])
         if self.state is None:
             if len(idx) != self.num_envs:
-                raise StateError("The first reset must reset every env; call reset() without a mask.")
+                raise StateError(
+                    "The first reset must reset every env; call reset() without a mask."
+                )
             self.latent = latents[:, -1].clone()
             self.state = tuple(s.clone() for s in state)
         else:
             self.latent[idx] = latents[:, -1]
-            for old, new in zip(self.state, state):
+            for old, new in zip(self.state, state, strict=True):
                 old[idx] = new
         self.steps[idx] = 0
 
@@ -182,7 +202,11 @@ class DreamCore:
     @torch.inference_mode()
     def observe(self, index: np.ndarray | None = None) -> np.ndarray:
         """Observations of all envs (or of ``index``) as numpy of the space's dtype."""
-        latent = self.latent if index is None else self.latent[torch.as_tensor(index, device=self.device)]
+        latent = (
+            self.latent
+            if index is None
+            else self.latent[torch.as_tensor(index, device=self.device)]
+        )
         obs = self.model.observe(latent, self.options.obs_type)
         return np.array(obs.cpu().numpy(), dtype=self.observation_space.dtype, copy=True)
 

@@ -20,9 +20,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from gymnasium.utils import seeding
 
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.atari import FrameStacker, make_ale_vector
@@ -110,7 +110,9 @@ class RealVectorEnv(VectorEnv):
             super().reset(seed=seed if isinstance(seed, int) else None)
         mask = parse_reset_mask(options, self.num_envs)
         seeds = seed_list(seed, self.num_envs if mask is None else int(mask.sum()))
-        ale_seeds = [_ale_seed(s) if s is not None else _ale_seed(None, self.np_random) for s in seeds]
+        ale_seeds = [
+            _ale_seed(s) if s is not None else _ale_seed(None, self.np_random) for s in seeds
+        ]
         return self.reset_with_ale_seeds(ale_seeds, mask)
 
     def reset_with_ale_seeds(
@@ -150,7 +152,9 @@ class RealVectorEnv(VectorEnv):
             final = np.full(self.num_envs, None, dtype=object)
             for j, i in enumerate(np.flatnonzero(done)):
                 final[i] = final_obs[j]
-            infos.update(final_obs=final, _final_obs=done.copy(), final_info={}, _final_info=done.copy())
+            infos.update(
+                final_obs=final, _final_obs=done.copy(), final_info={}, _final_info=done.copy()
+            )
             self.stacker.push(frames)
             self.stacker.reset(frames, done)
         else:
@@ -219,7 +223,13 @@ class RealEnv(gym.Env):
                 f"action must be a single int in [0, {self.action_space.n - 1}], got shape {arr.shape}."
             )
         obs, reward, terminated, truncated, info = self.vec.step(arr.reshape(1))
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {"lives": int(info["lives"][0])}
+        return (
+            obs[0],
+            float(reward[0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            {"lives": int(info["lives"][0])},
+        )
 
     def render(self) -> np.ndarray | None:
         """The newest preprocessed frame, ``(S, S, 3)`` uint8."""

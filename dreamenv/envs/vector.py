@@ -159,7 +159,12 @@ class DreamVectorEnv(VectorEnv):
             final_obs = self.core.observe(index)
             for j, i in enumerate(index):
                 final[i] = final_obs[j]
-            infos = {"final_obs": final, "_final_obs": done.copy(), "final_info": {}, "_final_info": done.copy()}
+            infos = {
+                "final_obs": final,
+                "_final_obs": done.copy(),
+                "final_info": {},
+                "_final_info": done.copy(),
+            }
             self.core.reset_envs(index)
             self._ended[:] = False
         else:

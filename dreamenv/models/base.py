@@ -95,7 +95,9 @@ class WorldModel(nn.Module, ABC):
         """The single-env observation space of ``obs_type``."""
 
     @abstractmethod
-    def loss(self, batch: dict[str, torch.Tensor], phase: str, step: int) -> dict[str, torch.Tensor]:
+    def loss(
+        self, batch: dict[str, torch.Tensor], phase: str, step: int
+    ) -> dict[str, torch.Tensor]:
         """Training losses; ``"loss"`` is the total to minimise.
 
         Args:

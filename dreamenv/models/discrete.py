@@ -60,15 +60,25 @@ class DiscreteConfig:
     """Weight of the termination loss."""
     representation_every: int = 2
     """After warm-up, update the VQ-VAE only every this many steps (paper: 2)."""
+    recon_frames: int = 0
+    """Frames of a batch the VQ-VAE loss is computed on (a random subset; 0 = all)."""
 
 
 PRESETS = {
     "paper": DiscreteConfig(),
     "small": DiscreteConfig(
-        encoder_channels=(16, 32, 64, 64), lstm_channels=32, head_channels=16, head_hidden=64
+        encoder_channels=(16, 32, 64, 64),
+        lstm_channels=32,
+        head_channels=16,
+        head_hidden=64,
+        recon_frames=64,
     ),
     "tiny": DiscreteConfig(
-        encoder_channels=(8, 8, 16, 16), lstm_channels=8, head_channels=4, head_hidden=16
+        encoder_channels=(8, 8, 16, 16),
+        lstm_channels=8,
+        head_channels=4,
+        head_hidden=16,
+        recon_frames=16,
     ),
 }
 
@@ -157,9 +167,9 @@ class Decoder(nn.Module):
         super().__init__()
         rev = list(reversed(channels))
         layers: list[nn.Module] = [nn.Conv2d(code_dim, rev[0], 1), nn.LeakyReLU(0.2)]
-        for c_in, c_out in zip(rev, rev[1:] + [rev[-1]]):
+        for c_in, c_out in zip(rev, rev[1:], strict=False):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
-        layers.append(nn.Conv2d(rev[-1], out_channels, 3, 1, 1))
+        layers.append(nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1))  # pixel logits
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -221,9 +231,7 @@ class Dynamics(nn.Module):
             nn.Conv2d(h, config.num_codes, 1),
         )
         self.reward_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 3)
-        self.termination_head = ScalarHead(
-            h + a, config.head_channels, config.head_hidden, grid, 1
-        )
+        self.termination_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 1)
 
     def forward(
         self, embedded: torch.Tensor, action: torch.Tensor, state: State
@@ -295,9 +303,7 @@ class DiscreteWorldModel(WorldModel):
     def step(
         self, state: State, latent: torch.Tensor, action: torch.Tensor, rng: BatchRandom
     ) -> Prediction:
-        logits, reward_logits, term_logits, state = self.dynamics(
-            self.embed(latent), action, state
-        )
+        logits, reward_logits, term_logits, state = self.dynamics(self.embed(latent), action, state)
         cdf = torch.softmax(logits, 1).permute(0, 2, 3, 1).cumsum(-1)  # (B, G, G, K)
         u = rng.uniform((self.grid, self.grid)).to(cdf.device)
         next_latent = (cdf < u[..., None]).sum(-1).clamp_(max=self.config.num_codes - 1)
@@ -371,7 +377,11 @@ class DiscreteWorldModel(WorldModel):
             latent_logits.append(lg)
             reward_logits.append(rw)
             term_logits.append(tm)
-        return torch.stack(latent_logits, 1), torch.stack(reward_logits, 1), torch.stack(term_logits, 1)
+        return (
+            torch.stack(latent_logits, 1),
+            torch.stack(reward_logits, 1),
+            torch.stack(term_logits, 1),
+        )
 
     def _sequence_terms(
         self, batch: dict[str, torch.Tensor], indices: torch.Tensor
@@ -382,9 +392,11 @@ class DiscreteWorldModel(WorldModel):
         mask = batch["mask"].float()
         denom = mask.sum().clamp(min=1.0)
         target = indices[:, 1:]
-        latent_ce = F.cross_entropy(
-            latent_logits.flatten(0, 1), target.flatten(0, 1), reduction="none"
-        ).mean((1, 2)).view_as(mask)
+        latent_ce = (
+            F.cross_entropy(latent_logits.flatten(0, 1), target.flatten(0, 1), reduction="none")
+            .mean((1, 2))
+            .view_as(mask)
+        )
         reward_class = batch["rewards"].clamp(-1, 1).round().long() + 1
         reward_ce = F.cross_entropy(
             reward_logits.flatten(0, 1), reward_class.flatten(), reduction="none"
@@ -401,26 +413,33 @@ class DiscreteWorldModel(WorldModel):
             "termination_acc": (((term_logits > 0).float() == term).float() * mask).sum() / denom,
         }
 
-    def loss(self, batch: dict[str, torch.Tensor], phase: str, step: int) -> dict[str, torch.Tensor]:
+    def _recon_subset(self, frames: torch.Tensor) -> torch.Tensor:
+        n = self.config.recon_frames
+        if not n or n >= len(frames):
+            return frames
+        return frames[torch.randperm(len(frames), device=frames.device)[:n]]
+
+    def loss(
+        self, batch: dict[str, torch.Tensor], phase: str, step: int
+    ) -> dict[str, torch.Tensor]:
         frames = batch["frames"]
         b, steps1 = frames.shape[:2]
         flat = frames.flatten(0, 1)
-        update_repr = phase == "warmup" or step % self.config.representation_every == 0
-        if update_repr:
-            rep = self._representation_loss(flat, update=True)
-            indices = rep["indices"].view(b, steps1, self.grid, self.grid)
-            repr_loss = rep["recon_loss"] + self.config.commitment_cost * rep["commitment_loss"]
-        else:
-            with torch.no_grad():
-                indices = self.encode(flat).view(b, steps1, self.grid, self.grid)
-            rep, repr_loss = {}, torch.zeros((), device=frames.device)
         out: dict[str, torch.Tensor] = {}
-        if update_repr:
-            out.update(recon_loss=rep["recon_loss"].detach(), commitment_loss=rep["commitment_loss"].detach())
+        repr_loss = torch.zeros((), device=frames.device)
+        if phase == "warmup" or step % self.config.representation_every == 0:
+            rep = self._representation_loss(self._recon_subset(flat), update=True)
+            repr_loss = rep["recon_loss"] + self.config.commitment_cost * rep["commitment_loss"]
+            out.update(
+                recon_loss=rep["recon_loss"].detach(),
+                commitment_loss=rep["commitment_loss"].detach(),
+            )
         if phase == "warmup":
             out["loss"] = repr_loss
             return out
-        terms = self._sequence_terms(batch, indices.detach())
+        with torch.no_grad():
+            indices = self.encode(flat).view(b, steps1, self.grid, self.grid)
+        terms = self._sequence_terms(batch, indices)
         out.update({k: v.detach() for k, v in terms.items()})
         out["loss"] = (
             repr_loss
@@ -434,8 +453,8 @@ class DiscreteWorldModel(WorldModel):
     def metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         frames = batch["frames"]
         b, steps1 = frames.shape[:2]
-        rep = self._representation_loss(frames.flatten(0, 1), update=False)
-        indices = rep["indices"].view(b, steps1, self.grid, self.grid)
+        rep = self._representation_loss(frames[:, 0], update=False)  # one frame per sequence
+        indices = self.encode(frames.flatten(0, 1)).view(b, steps1, self.grid, self.grid)
         terms = self._sequence_terms(batch, indices)
         return {
             "recon_loss": float(rep["recon_loss"]),

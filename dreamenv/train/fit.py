@@ -83,8 +83,15 @@ class FitConfig:
     """Torch device: ``"cpu"`` or ``"cuda"``."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seq_len", "val_batches", "start_bank_size",
-                     "start_context", "checkpoint_every_epochs"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "seq_len",
+            "val_batches",
+            "start_bank_size",
+            "start_context",
+            "checkpoint_every_epochs",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ConfigError(f"FitConfig.{name} must be a positive int, got {value!r}.")
@@ -94,7 +101,9 @@ class FitConfig:
                 f"got {self.warmup_epochs!r}."
             )
         if self.lr <= 0 or self.warmup_lr <= 0:
-            raise ConfigError(f"learning rates must be positive, got lr={self.lr}, warmup_lr={self.warmup_lr}.")
+            raise ConfigError(
+                f"learning rates must be positive, got lr={self.lr}, warmup_lr={self.warmup_lr}."
+            )
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device={self.device!r} but CUDA is not available; use 'cpu'.")
 
@@ -128,7 +137,9 @@ def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
             meta = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - any unreadable file means the same to the user
-        raise CheckpointError(f"{path} is unreadable ({err}); delete it to restart the optimiser.") from err
+        raise CheckpointError(
+            f"{path} is unreadable ({err}); delete it to restart the optimiser."
+        ) from err
     state: dict[int, dict[str, Any]] = {}
     for key, value in {**tensors, **json.loads(meta["scalars"])}.items():
         pid, name = key.split(".", 1)
@@ -215,39 +226,60 @@ def fit(
                 f"{str(out)!r} already holds a finished checkpoint without trainer state; "
                 "choose another output directory."
             )
-        model = build_model(family, preset, data.spec, len(data.action_meanings), model_overrides).to(device)
+        model = build_model(
+            family, preset, data.spec, len(data.action_meanings), model_overrides
+        ).to(device)
     optimizer = torch.optim.Adam(model.param_groups(config.lr))
     scales = [g["lr"] / config.lr for g in optimizer.param_groups]
     if (out / OPTIMIZER_FILE).is_file() and progress_state["updates_total"] > 0:
         _load_optimizer(out / OPTIMIZER_FILE, optimizer)
     metrics = _MetricsLog(out / METRICS_FILE)
-    per_epoch = config.updates_per_epoch or max(1, sampler.num_steps // (config.batch_size * config.seq_len))
+    per_epoch = config.updates_per_epoch or max(
+        1, sampler.num_steps // (config.batch_size * config.seq_len)
+    )
     last_save = time.monotonic()
 
     def save(epoch: int, update: int, total: int) -> None:
         nonlocal last_save
         save_checkpoint(
-            out, model, bank, data.action_meanings,
-            extra={"training": {"store": str(store), "steps": data.num_steps, "epochs_done": epoch}},
+            out,
+            model,
+            bank,
+            data.action_meanings,
+            extra={
+                "training": {"store": str(store), "steps": data.num_steps, "epochs_done": epoch}
+            },
         )
         _save_optimizer(out / OPTIMIZER_FILE, optimizer)
-        write_json(state_path, {
-            "progress": {"epoch": epoch, "update": update, "updates_total": total},
-            "fit_config": dataclasses.asdict(config),
-            "preset": preset,
-        })
+        write_json(
+            state_path,
+            {
+                "progress": {"epoch": epoch, "update": update, "updates_total": total},
+                "fit_config": dataclasses.asdict(config),
+                "preset": preset,
+            },
+        )
         last_save = time.monotonic()
 
-    epoch, update, total = progress_state["epoch"], progress_state["update"], progress_state["updates_total"]
+    epoch, update, total = (
+        progress_state["epoch"],
+        progress_state["update"],
+        progress_state["updates_total"],
+    )
     while epoch < config.epochs:
         phase = "warmup" if epoch < config.warmup_epochs else "joint"
         base_lr = config.warmup_lr if phase == "warmup" else config.lr
-        for group, scale in zip(optimizer.param_groups, scales):
+        for group, scale in zip(optimizer.param_groups, scales, strict=True):
             group["lr"] = base_lr * scale
         sampler.rng = np.random.default_rng([config.seed, epoch, update])
         model.train()
-        bar = tqdm(total=per_epoch, initial=update, desc=f"epoch {epoch + 1}/{config.epochs} {phase}",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            total=per_epoch,
+            initial=update,
+            desc=f"epoch {epoch + 1}/{config.epochs} {phase}",
+            disable=not progress,
+            leave=False,
+        )
         losses = []
         while update < per_epoch:
             batch = _to_torch(sampler.sample(config.batch_size), device)
@@ -261,18 +293,29 @@ def fit(
             total += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if time.monotonic() - last_save > config.checkpoint_every_minutes * 60 and update < per_epoch:
+            if (
+                time.monotonic() - last_save > config.checkpoint_every_minutes * 60
+                and update < per_epoch
+            ):
                 save(epoch, update, total)
         bar.close()
         model.eval()
         vals = [model.metrics(_to_torch(b, device)) for b in val_batches]
-        row = {"epoch": epoch + 1, "phase": phase, "updates": total,
-               "train_loss": float(np.mean(losses)) if losses else math.nan}
+        row = {
+            "epoch": epoch + 1,
+            "phase": phase,
+            "updates": total,
+            "train_loss": float(np.mean(losses)) if losses else math.nan,
+        }
         row.update({f"val_{k}": float(np.mean([v[k] for v in vals])) for k in vals[0]})
         metrics.append(row)
         epoch, update = epoch + 1, 0
         if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            tqdm.write(
+                " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                )
+            )
         if epoch % config.checkpoint_every_epochs == 0 or epoch == config.epochs:
             save(epoch, update, total)
     if not (out / CONFIG_FILE).is_file():

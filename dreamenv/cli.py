@@ -1,0 +1,288 @@
+"""The ``dreamenv`` command: collect, fit, info, dream, evaluate.
+
+Example:
+    $ dreamenv collect pong --out runs/pong/data --steps 20000
+    $ dreamenv fit runs/pong/data --out runs/pong/model --preset small --epochs 20
+    $ dreamenv dream runs/pong/model --out runs/pong/agent.zip --steps 200000
+    $ dreamenv evaluate runs/pong/model runs/pong/agent.zip --episodes 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--screen-size", type=int, default=96, choices=(96, 64))
+    parser.add_argument("--frame-stack", type=int, default=4)
+    parser.add_argument("--frame-skip", type=int, default=4)
+    parser.add_argument("--sticky", type=float, default=0.0, help="repeat_action_probability")
+    parser.add_argument("--noop-max", type=int, default=30)
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from dreamenv.data.collect import collect
+    from dreamenv.envs.atari import AtariSpec
+
+    spec = AtariSpec(
+        game=args.game,
+        frame_skip=args.frame_skip,
+        screen_size=args.screen_size,
+        frame_stack=args.frame_stack,
+        repeat_action_probability=args.sticky,
+        noop_max=args.noop_max,
+    )
+    policy = None
+    if args.agent:
+        from dreamenv.sb3 import AgentPolicy
+
+        if not args.checkpoint:
+            raise SystemExit(
+                "error: --agent needs --checkpoint (whose encoder the agent observes)."
+            )
+        policy = AgentPolicy(args.agent, args.checkpoint, args.temperature, args.device)
+    store = collect(
+        args.out,
+        spec,
+        args.steps,
+        num_envs=args.envs,
+        policy=policy,
+        seed=args.seed,
+        chunk_steps=args.chunk_steps,
+        progress=not args.quiet,
+    )
+    eps = store.episodes()
+    print(
+        f"{store.path}: {store.num_steps} steps, {len(eps)} episodes, {len(store.chunk_paths)} chunks"
+    )
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from dreamenv.train.fit import FitConfig, fit
+
+    config = FitConfig(
+        epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        warmup_lr=args.warmup_lr,
+        updates_per_epoch=args.updates_per_epoch,
+        checkpoint_every_minutes=args.checkpoint_minutes,
+        start_bank_size=args.start_bank,
+        seed=args.seed,
+        device=args.device,
+    )
+    out = fit(
+        args.store,
+        args.out,
+        family=args.family,
+        preset=args.preset,
+        config=config,
+        progress=not args.quiet,
+    )
+    print(f"checkpoint: {out}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from dreamenv.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.model
+    print(f"checkpoint  {ckpt.path}")
+    print(f"family      {model.family}")
+    print(f"game        {ckpt.spec.game}  ({', '.join(ckpt.action_meanings)})")
+    print(f"spec        {ckpt.spec}")
+    print(f"start bank  {ckpt.start_bank.size} starts x {ckpt.start_bank.context} observations")
+    if "training" in ckpt.config:
+        print(f"training    {ckpt.config['training']}")
+    print("parameters:")
+    counts = model.parameter_counts()
+    for name, count in counts.items():
+        print(f"  {name:<12}{count:>12,}")
+    for name, child in model.named_children():
+        for sub, module in child.named_children():
+            n = sum(p.numel() for p in module.parameters())
+            if n:
+                print(f"    {name}.{sub:<20}{n:>12,}")
+    return 0
+
+
+def _cmd_dream(args: argparse.Namespace) -> int:
+    from dreamenv.sb3 import load_agent, train_in_dream
+
+    agent = None
+    out = Path(args.out)
+    if out.is_file() and not args.restart:
+        agent = load_agent(out, args.device)
+        print(f"continuing {out} ({agent.num_timesteps} steps so far)")
+    agent = train_in_dream(
+        args.checkpoint,
+        args.steps,
+        algo=args.algo,
+        num_envs=args.envs,
+        obs_type=args.obs_type,
+        horizon=args.horizon,
+        seed=args.seed,
+        device=args.device,
+        agent=agent,
+        progress=not args.quiet,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    agent.save(out)
+    print(f"agent: {out} ({agent.num_timesteps} imagined steps)")
+    return 0
+
+
+def summarize(returns: np.ndarray) -> str:
+    """``mean ± std (n=N)`` of episode returns."""
+    return f"{returns.mean():.2f} ± {returns.std(ddof=1) if len(returns) > 1 else 0.0:.2f} (n={len(returns)})"
+
+
+def welch_t(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Welch's t statistic of mean(a) - mean(b) and its degrees of freedom."""
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return (math.inf if a.mean() != b.mean() else 0.0), float(len(a) + len(b) - 2)
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(t), float(df)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dreamenv.checkpoint import load_checkpoint
+    from dreamenv.sb3 import evaluate, load_agent, random_policy
+
+    ckpt = load_checkpoint(args.checkpoint, args.device)
+    agent = load_agent(args.agent, args.device)
+    kwargs = dict(
+        episodes=args.episodes,
+        num_envs=args.envs,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    agent_returns = evaluate(agent, ckpt, deterministic=args.deterministic, **kwargs)
+    random_returns = evaluate(random_policy(ckpt.model.num_actions, args.seed), ckpt, **kwargs)
+    t, df = welch_t(agent_returns, random_returns)
+    print(f"game {ckpt.spec.game}, {args.episodes} real episodes each, seed {args.seed}")
+    print("| policy | mean ± std return |\n|---|---|")
+    print(f"| agent ({Path(args.agent).name}) | {summarize(agent_returns)} |")
+    print(f"| random | {summarize(random_returns)} |")
+    print(f"Welch t = {t:.2f} (df = {df:.1f})")
+    if args.json:
+        result = {
+            "game": ckpt.spec.game,
+            "episodes": args.episodes,
+            "seed": args.seed,
+            "agent": agent_returns.tolist(),
+            "random": random_returns.tolist(),
+            "welch_t": t,
+            "welch_df": df,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamenv", description=__doc__.split("\n")[0])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="collect real Atari steps into an episode store")
+    p.add_argument("game", help="ale-py game, e.g. pong, ms_pacman, ALE/Breakout-v5")
+    p.add_argument("--out", required=True, help="episode store directory (continued if it exists)")
+    p.add_argument(
+        "--steps", type=int, required=True, help="total agent steps the store should hold"
+    )
+    p.add_argument("--envs", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk-steps", type=int, default=4096)
+    p.add_argument("--agent", help="a saved SB3 agent to act (default: random policy)")
+    p.add_argument("--checkpoint", help="the checkpoint whose observations the agent takes")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--device", default="cpu")
+    _spec_args(p)
+    p.set_defaults(run=_cmd_collect)
+
+    p = sub.add_parser("fit", help="train a world model on an episode store (resumable)")
+    p.add_argument("store")
+    p.add_argument("--out", required=True, help="checkpoint directory (continued if unfinished)")
+    p.add_argument("--family", default="discrete")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--warmup-epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-lr", type=float, default=1e-3)
+    p.add_argument("--updates-per-epoch", type=int, default=0, help="0: one pass over the data")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--start-bank", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_cmd_fit)
+
+    p = sub.add_parser("info", help="describe a checkpoint (parameter counts per part)")
+    p.add_argument("checkpoint")
+    p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser("dream", help="train an SB3 agent inside the dream env")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="agent .zip (continued if it exists)")
+    p.add_argument("--steps", type=int, default=100_000, help="imagined steps to train")
+    p.add_argument("--algo", default="ppo", choices=("ppo", "a2c", "dqn"))
+    p.add_argument("--envs", type=int, default=16)
+    p.add_argument("--obs-type", default="indices", choices=("indices", "embeddings", "pixels"))
+    p.add_argument("--horizon", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--restart", action="store_true", help="start a new agent even if --out exists")
+    p.set_defaults(run=_cmd_dream)
+
+    p = sub.add_parser("evaluate", help="play an agent and a random policy in the real game")
+    p.add_argument("checkpoint")
+    p.add_argument("agent")
+    p.add_argument("--episodes", type=int, default=32)
+    p.add_argument("--envs", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode")
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--json", help="also write the returns to this JSON file")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dreamenv`` console script."""
+    from dreamenv.errors import DreamEnvError
+
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*mini-batch size.*")
+    try:
+        return args.run(args)
+    except DreamEnvError as err:
+        print(f"dreamenv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Every example and benchmark script runs with tiny arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def test_quickstart_builds_a_checkpoint_and_plays(tmp_path) -> None:
+    out = run(
+        "examples/quickstart.py",
+        "--checkpoint",
+        str(tmp_path / "model"),
+        "--collect-steps",
+        "300",
+        "--fit-epochs",
+        "1",
+        "--fit-updates",
+        "2",
+        "--preset",
+        "tiny",
+        "--dream-steps",
+        "100",
+        "--num-envs",
+        "2",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "20",
+        cwd=tmp_path,
+    )
+    assert "real return of the dream-trained agent" in out
+    assert (tmp_path / "model" / "weights.safetensors").is_file()
+
+
+def test_swap_real_dream(checkpoint_dir, tmp_path) -> None:
+    out = run(
+        "examples/swap_real_dream.py",
+        "--checkpoint",
+        str(checkpoint_dir),
+        "--dream-steps",
+        "200",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "20",
+        cwd=tmp_path,
+    )
+    assert "dream:" in out and "real:" in out
+
+
+def test_throughput_benchmark(tmp_path) -> None:
+    out = run(
+        "benchmarks/throughput.py",
+        "--batches",
+        "1",
+        "4",
+        "--presets",
+        "small",
+        "--seconds",
+        "0.5",
+        "--out",
+        str(tmp_path / "throughput"),
+        cwd=tmp_path,
+    )
+    assert "ratio" in out.lower()
