@@ -23,7 +23,7 @@ import torch
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
 _MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
 _MIX2 = -7723592293110705685  # 0x94D049BB133111EB
-_MASK = {k: (1 << (64 - k)) - 1 for k in (27, 30, 31, 40)}
+_MASK = {k: (1 << (64 - k)) - 1 for k in (27, 30, 31, 41)}
 
 
 def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -76,7 +76,7 @@ class BatchRandom:
         n = int(np.prod(shape)) if shape else 1
         element = torch.arange(n, dtype=torch.int64, device=self.device)
         x = _mix(keys[:, None] ^ _mix(counters[:, None] * 1_000_003 + element))
-        u = (_srl(x, 40).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+        u = (_srl(x, 41).to(torch.float32) + 0.5) * (1.0 / (1 << 23))  # 23 bits: exact in float32
         if index is None:
             self.counters += 1
         else:

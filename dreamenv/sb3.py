@@ -150,7 +150,11 @@ class LatentExtractor(BaseFeaturesExtractor):
                     f"LatentExtractor needs a square grid of codes, got {cells} cells."
                 )
             self.layout = (grid, in_channels)
-        elif isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3:
+        elif (
+            isinstance(observation_space, gym.spaces.Box)
+            and len(observation_space.shape) == 3
+            and observation_space.dtype != np.uint8
+        ):
             in_channels, grid, _ = observation_space.shape
             self.layout = None
         else:
@@ -194,20 +198,33 @@ def infer_obs_type(space: gym.Space, checkpoint: Checkpoint) -> str:
     )
 
 
+def _algorithm_of(data: dict[str, Any]) -> type[BaseAlgorithm]:
+    """The SB3 class a saved agent's data belongs to (PPO, A2C or DQN)."""
+    if "target_update_interval" in data or "exploration_rate" in data:
+        return DQN
+    if "clip_range" in data:
+        return PPO
+    return A2C
+
+
 def load_agent(path: str | Path, device: str = "cpu") -> BaseAlgorithm:
-    """A saved SB3 agent (PPO, A2C or DQN: the zip's own class is detected)."""
+    """A saved SB3 agent; its algorithm (PPO, A2C or DQN) is read from the zip's data."""
+    from stable_baselines3.common.save_util import load_from_zip_file
+
     path = Path(path)
-    if not path.is_file() and not path.with_suffix(".zip").is_file():
+    if not path.is_file() and path.with_suffix(".zip").is_file():
+        path = path.with_suffix(".zip")
+    if not path.is_file():
         raise CheckpointError(f"No agent at {str(path)!r}; train one with `dreamenv dream`.")
-    errors = []
-    for cls in ALGORITHMS.values():
-        try:
-            return cls.load(path, device=device)
-        except Exception as err:  # noqa: BLE001 - try the next algorithm
-            errors.append(f"{cls.__name__}: {type(err).__name__}")
-    raise CheckpointError(
-        f"{str(path)!r} is not a loadable SB3 PPO/A2C/DQN agent ({'; '.join(errors)})."
-    )
+    try:
+        data, _, _ = load_from_zip_file(path, device=device, load_data=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable zip means the same to the user
+        raise CheckpointError(f"{str(path)!r} is not a saved SB3 agent ({err}).") from err
+    cls = _algorithm_of(data or {})
+    try:
+        return cls.load(path, device=device)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{str(path)!r} could not be loaded as {cls.__name__} ({err}).") from err
 
 
 def action_logits(agent: BaseAlgorithm, obs: np.ndarray) -> torch.Tensor:

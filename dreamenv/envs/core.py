@@ -60,17 +60,25 @@ class DreamOptions:
                 f"burn_in must be an int in [1, {context}] (the checkpoint's start context), "
                 f"got {self.burn_in!r}."
             )
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(
-                f"device={self.device!r} but CUDA is not available here; use device='cpu'."
-            )
+        check_device(self.device)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device, or a :class:`ConfigError` if it cannot be used here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device={device!r} is not a torch device ('cpu', 'cuda', 'cuda:1').") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available here; use device='cpu'.")
+    return dev
 
 
 def resolve_checkpoint(
     checkpoint: str | Path | Checkpoint, device: str, game: str | None
 ) -> Checkpoint:
     """A loaded checkpoint from a path (or one already loaded, moved to ``device``)."""
+    check_device(device)
     if checkpoint is None:
         raise ConfigError(
             "checkpoint is required: gym.make('dreamenv/Dream-v0', checkpoint='runs/pong/model')."

@@ -109,7 +109,8 @@ class RealVectorEnv(VectorEnv):
         if seed is not None:
             super().reset(seed=seed if isinstance(seed, int) else None)
         mask = parse_reset_mask(options, self.num_envs)
-        seeds = seed_list(seed, self.num_envs if mask is None else int(mask.sum()))
+        index = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
+        seeds = seed_list(seed, self.num_envs, index)
         ale_seeds = [
             _ale_seed(s) if s is not None else _ale_seed(None, self.np_random) for s in seeds
         ]

@@ -56,16 +56,19 @@ def parse_reset_mask(options: dict[str, Any] | None, num_envs: int) -> np.ndarra
     return mask
 
 
-def seed_list(seed: int | list[int | None] | None, count: int) -> list[int | None]:
-    """Per-env seeds: an int ``s`` gives ``s, s+1, ...`` (gymnasium's convention)."""
+def seed_list(
+    seed: int | list[int | None] | None, num_envs: int, index: np.ndarray
+) -> list[int | None]:
+    """Seeds of envs ``index``: an int ``s`` seeds env ``i`` with ``s + i`` (gymnasium's
+    convention); a list holds one seed per env (``num_envs`` entries)."""
     if seed is None:
-        return [None] * count
+        return [None] * len(index)
     if isinstance(seed, (int, np.integer)):
-        return [int(seed) + i for i in range(count)]
+        return [int(seed) + int(i) for i in index]
     seeds = list(seed)
-    if len(seeds) != count:
-        raise ConfigError(f"seed must be an int or a list of {count} seeds, got {len(seeds)}.")
-    return seeds
+    if len(seeds) != num_envs:
+        raise ConfigError(f"seed must be an int or a list of {num_envs} seeds, got {len(seeds)}.")
+    return [seeds[i] for i in index]
 
 
 class DreamVectorEnv(VectorEnv):
@@ -122,7 +125,7 @@ class DreamVectorEnv(VectorEnv):
         if seed is not None or not self._seeded:
             if seed is not None:
                 super().reset(seed=seed if isinstance(seed, int) else None)
-            self.core.seed(index, [key_from_seed(s) for s in seed_list(seed, len(index))])
+            self.core.seed(index, [key_from_seed(s) for s in seed_list(seed, self.num_envs, index)])
             self._seeded = True
         self.core.reset_envs(index)
         self._ended[index] = False

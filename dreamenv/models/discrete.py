@@ -83,8 +83,18 @@ PRESETS = {
 }
 
 
+CB_MARGIN = 0.05
+"""Pixel targets of the continuous Bernoulli are squashed into [margin, 1 - margin]: its
+likelihood is unbounded at exactly 0 or 1, where logits would otherwise run off to
+infinity (black borders of Atari frames)."""
+
+
 def _to_unit(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() * (1.0 / 255.0)
+
+
+def _to_target(frames: torch.Tensor) -> torch.Tensor:
+    return CB_MARGIN + (1.0 - 2.0 * CB_MARGIN) * _to_unit(frames)
 
 
 def continuous_bernoulli_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -111,40 +121,61 @@ def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
 
 
 class VectorQuantizer(nn.Module):
-    """Codebook with EMA updates (van den Oord et al.) and restarts of dead codes."""
+    """Codebook with EMA updates (van den Oord et al.).
 
-    def __init__(self, num_codes: int, dim: int, decay: float) -> None:
+    The codebook starts from encoder outputs, and a code used less than ``dead_usage``
+    times per update on average is restarted at the encoder outputs that its batch
+    quantises worst: rare, small objects (a ball, a paddle) get codes of their own
+    instead of collapsing into the background's.
+    """
+
+    def __init__(self, num_codes: int, dim: int, decay: float, dead_usage: float = 1.0) -> None:
         super().__init__()
         self.decay = decay
+        self.dead_usage = dead_usage
         embed = torch.randn(num_codes, dim)
         self.register_buffer("codebook", embed.clone())
         self.register_buffer("cluster_size", torch.ones(num_codes))
         self.register_buffer("embed_sum", embed.clone())
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def indices(self, z: torch.Tensor) -> torch.Tensor:
-        """Nearest code of each vector of ``z`` ``(N, D)``."""
-        distances = (
+    def distances(self, z: torch.Tensor) -> torch.Tensor:
+        """Squared distances ``(N, K)`` of vectors ``z`` ``(N, D)`` to every code."""
+        return (
             z.square().sum(1, keepdim=True)
             - 2 * z @ self.codebook.t()
             + self.codebook.square().sum(1)[None]
         )
-        return distances.argmin(1)
+
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Nearest code of each vector of ``z`` ``(N, D)``."""
+        return self.distances(z).argmin(1)
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, idx: torch.Tensor) -> None:
         """One EMA step of the codebook towards the vectors assigned to each code."""
-        onehot = F.one_hot(idx, self.codebook.shape[0]).type_as(z)
+        k = self.codebook.shape[0]
+        if not bool(self.initialized):
+            pick = torch.randint(0, z.shape[0], (k,), device=z.device)
+            self.codebook.copy_(z[pick])
+            self.embed_sum.copy_(z[pick])
+            self.cluster_size.fill_(1.0)
+            self.initialized.fill_(True)
+            idx = self.indices(z)
+        onehot = F.one_hot(idx, k).type_as(z)
         self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
         self.embed_sum.mul_(self.decay).add_(onehot.t() @ z, alpha=1 - self.decay)
         n = self.cluster_size.sum()
-        size = (self.cluster_size + 1e-5) / (n + self.codebook.shape[0] * 1e-5) * n
+        size = (self.cluster_size + 1e-5) / (n + k * 1e-5) * n
         self.codebook.copy_(self.embed_sum / size[:, None])
-        dead = self.cluster_size < 1e-3
-        if dead.any():  # restart unused codes at random encoder outputs
-            pick = torch.randint(0, z.shape[0], (int(dead.sum()),), device=z.device)
-            self.codebook[dead] = z[pick]
-            self.embed_sum[dead] = z[pick]
-            self.cluster_size[dead] = 1.0
+        dead = torch.nonzero(self.cluster_size < self.dead_usage).squeeze(1)
+        if len(dead):
+            error = (z - self.codebook[idx]).square().sum(1)
+            worst = error.topk(min(len(dead), len(error))).indices
+            dead = dead[: len(worst)]
+            self.codebook[dead] = z[worst]
+            self.embed_sum[dead] = z[worst] * self.dead_usage
+            self.cluster_size[dead] = self.dead_usage
 
 
 class Encoder(nn.Module):
@@ -287,7 +318,8 @@ class DiscreteWorldModel(WorldModel):
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         mean = continuous_bernoulli_mean(self.decode_logits(latent))
-        return (mean * 255.0).round().clamp(0, 255).to(torch.uint8)
+        unit = (mean - CB_MARGIN) / (1.0 - 2.0 * CB_MARGIN)
+        return (unit * 255.0).round().clamp(0, 255).to(torch.uint8)
 
     # --- dynamics -----------------------------------------------------------------------
     def zero_state(self, batch: int) -> State:
@@ -357,12 +389,15 @@ class DiscreteWorldModel(WorldModel):
         b = frames.shape[0]
         q = q.view(b, self.grid, self.grid, -1).permute(0, 3, 1, 2)
         logits = self.decoder(q)
-        recon = continuous_bernoulli_nll(logits, _to_unit(frames)).mean()
+        recon = continuous_bernoulli_nll(logits, _to_target(frames)).mean()
         return {
             "recon_loss": recon,
             "commitment_loss": commitment,
             "indices": idx.view(b, self.grid, self.grid),
-            "recon_mse": F.mse_loss(torch.sigmoid(logits).detach(), _to_unit(frames)),
+            "recon_mse": F.mse_loss(
+                (continuous_bernoulli_mean(logits.detach()) - CB_MARGIN) / (1 - 2 * CB_MARGIN),
+                _to_unit(frames),
+            ),
         }
 
     def _dynamics_outputs(

@@ -210,7 +210,8 @@ def fit(
     )
     state_path = out / STATE_FILE
     progress_state = {"epoch": 0, "update": 0, "updates_total": 0}
-    if state_path.is_file() and (out / CONFIG_FILE).is_file():
+    saved_before = state_path.is_file() and json.loads(state_path.read_text()).get("saved", True)
+    if saved_before and (out / CONFIG_FILE).is_file():
         previous = read_config(out)
         if previous["family"] != family or previous["spec"] != data.spec.to_dict():
             raise CheckpointError(
@@ -221,7 +222,7 @@ def fit(
         model: WorldModel = ckpt.model
         progress_state = json.loads(state_path.read_text())["progress"]
     else:
-        if (out / CONFIG_FILE).is_file():
+        if (out / CONFIG_FILE).is_file() and not state_path.is_file():
             raise CheckpointError(
                 f"{str(out)!r} already holds a finished checkpoint without trainer state; "
                 "choose another output directory."
@@ -229,6 +230,9 @@ def fit(
         model = build_model(
             family, preset, data.spec, len(data.action_meanings), model_overrides
         ).to(device)
+        # marks the directory as this run's before its first save: a run killed during
+        # that save starts afresh when called again
+        write_json(state_path, {"progress": progress_state, "saved": False})
     optimizer = torch.optim.Adam(model.param_groups(config.lr))
     scales = [g["lr"] / config.lr for g in optimizer.param_groups]
     if (out / OPTIMIZER_FILE).is_file() and progress_state["updates_total"] > 0:
@@ -255,6 +259,7 @@ def fit(
             state_path,
             {
                 "progress": {"epoch": epoch, "update": update, "updates_total": total},
+                "saved": True,
                 "fit_config": dataclasses.asdict(config),
                 "preset": preset,
             },

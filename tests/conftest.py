@@ -1,0 +1,65 @@
+"""Shared fixtures: one small real Pong store and one tiny fitted checkpoint per session.
+
+Everything here is sized for a 2-core CPU: a few hundred real steps, a "tiny" model and a
+handful of updates. Tests that change a store or checkpoint copy it to ``tmp_path`` first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import dreamenv
+from dreamenv import AtariSpec, FitConfig
+
+# The tiny models of the tests run as fast on one thread as on two, and a second OpenMP
+# thread busy-waits whenever the (2-core) machine is shared with ale-py's threads or other
+# processes, which makes small convolutions ~50x slower.
+torch.set_num_threads(1)
+
+STORE_STEPS = 400
+"""Real agent steps in the session store."""
+
+STORE_SPEC = AtariSpec("pong", max_episode_frames=600)
+"""Pong with short episodes (150 agent steps), so the store holds complete episodes."""
+
+TINY_FIT = FitConfig(
+    epochs=2,
+    warmup_epochs=1,
+    batch_size=4,
+    seq_len=4,
+    updates_per_epoch=3,
+    start_bank_size=16,
+    start_context=4,
+)
+"""The smallest training run that exercises warm-up and joint training."""
+
+
+@pytest.fixture(scope="session")
+def store_spec() -> AtariSpec:
+    """The preprocessing spec of :func:`store_dir`."""
+    return STORE_SPEC
+
+
+@pytest.fixture(scope="session")
+def tiny_fit_config() -> FitConfig:
+    """The training settings of :func:`checkpoint_dir`."""
+    return TINY_FIT
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A collected real Pong episode store (read only: copy it before changing it)."""
+    path = tmp_path_factory.mktemp("store") / "pong"
+    dreamenv.collect(path, STORE_SPEC, STORE_STEPS, num_envs=2, chunk_steps=64, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny world model fitted on :func:`store_dir` (read only: copy it before changing it)."""
+    path = tmp_path_factory.mktemp("checkpoint") / "model"
+    dreamenv.fit(store_dir, path, preset="tiny", config=TINY_FIT, progress=False)
+    return path

@@ -1,0 +1,265 @@
+"""The world-model contract and the discrete (VQ-VAE + ConvLSTM) family."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from dreamenv.envs.atari import AtariSpec
+from dreamenv.errors import ConfigError
+from dreamenv.models import (
+    FAMILIES,
+    DiscreteConfig,
+    DiscreteWorldModel,
+    build_model,
+    get_family,
+    resolve_config,
+)
+from dreamenv.models.discrete import continuous_bernoulli_mean, continuous_bernoulli_nll
+from dreamenv.random import BatchRandom, key_from_seed
+
+SPEC = AtariSpec("pong")
+ACTIONS = 6
+
+
+@pytest.fixture(scope="module")
+def model() -> DiscreteWorldModel:
+    torch.manual_seed(0)
+    return build_model("discrete", "tiny", SPEC, ACTIONS).eval()
+
+
+def _frames(*shape: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (*shape, *SPEC.frame_shape), generator=gen, dtype=torch.uint8)
+
+
+def _rng(batch: int, seed: int = 0) -> BatchRandom:
+    rng = BatchRandom(batch, "cpu")
+    rng.set_keys(torch.arange(batch), [key_from_seed(seed + i) for i in range(batch)])
+    return rng
+
+
+def _batch(b: int = 2, steps: int = 3) -> dict[str, torch.Tensor]:
+    return {
+        "frames": _frames(b, steps + 1),
+        "actions": torch.randint(0, ACTIONS, (b, steps)),
+        "rewards": torch.tensor([[0.0, 1.0, -1.0], [0.0, 0.0, 0.0]])[:b, :steps],
+        "terminated": torch.tensor([[False, False, True], [False, False, False]])[:b, :steps],
+        "mask": torch.tensor([[True, True, True], [True, True, False]])[:b, :steps],
+    }
+
+
+def test_discrete_is_registered() -> None:
+    assert FAMILIES["discrete"] is DiscreteWorldModel
+    assert get_family("discrete") is DiscreteWorldModel
+
+
+def test_encode_gives_code_indices(model: DiscreteWorldModel) -> None:
+    with torch.no_grad():
+        latent = model.encode(_frames(3))
+    assert latent.shape == (3, 6, 6)
+    assert latent.dtype == torch.int64
+    assert int(latent.min()) >= 0 and int(latent.max()) < model.config.num_codes
+
+
+def test_encode_is_deterministic_per_frame(model: DiscreteWorldModel) -> None:
+    frames = _frames(3)
+    with torch.no_grad():
+        together = model.encode(frames)
+        alone = model.encode(frames[1:2])
+    torch.testing.assert_close(together[1:2], alone, rtol=0, atol=0)
+
+
+def test_grid_follows_the_screen_size() -> None:
+    small = build_model("discrete", "tiny", AtariSpec("pong", screen_size=64), ACTIONS).eval()
+    with torch.no_grad():
+        latent = small.encode(torch.zeros(1, 4, 64, 64, dtype=torch.uint8))
+    assert latent.shape == (1, 4, 4)
+
+
+def test_step_returns_valid_predictions(model: DiscreteWorldModel) -> None:
+    b, k = 3, 4
+    with torch.no_grad():
+        latents = model.encode(_frames(b * k).view(b * k, *SPEC.frame_shape)).view(b, k, 6, 6)
+        state = model.initial_state(latents, torch.randint(0, ACTIONS, (b, k - 1)))
+        pred = model.step(state, latents[:, -1], torch.tensor([0, 3, 5]), _rng(b))
+    assert pred.next_latent.shape == (b, 6, 6)
+    assert pred.next_latent.dtype == torch.int64
+    assert int(pred.next_latent.min()) >= 0
+    assert int(pred.next_latent.max()) < model.config.num_codes
+    assert pred.reward_logits.shape == (b, len(model.reward_support))
+    assert pred.termination_logits.shape == (b,)
+    assert len(pred.state) == 4
+    assert all(s.shape == (b, model.config.lstm_channels, 6, 6) for s in pred.state)
+    assert all(torch.isfinite(s).all() for s in pred.state)
+
+
+def test_step_samples_only_from_the_given_streams(model: DiscreteWorldModel) -> None:
+    latent = torch.zeros(2, 6, 6, dtype=torch.int64)
+    action = torch.tensor([1, 2])
+    with torch.no_grad():
+        state = model.zero_state(2)
+        a = model.step(state, latent, action, _rng(2, seed=5)).next_latent
+        torch.manual_seed(123)  # the global generator must not matter
+        b = model.step(state, latent, action, _rng(2, seed=5)).next_latent
+        c = model.step(state, latent, action, _rng(2, seed=9)).next_latent
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+
+
+def test_decode_and_observations(model: DiscreteWorldModel) -> None:
+    latent = torch.randint(0, model.config.num_codes, (2, 6, 6))
+    with torch.no_grad():
+        frames = model.decode(latent)
+        obs = {t: model.observe(latent, t) for t in model.obs_types}
+    assert frames.shape == (2, *SPEC.frame_shape) and frames.dtype == torch.uint8
+    for obs_type, value in obs.items():
+        space = model.observation_space(obs_type)
+        assert value.shape == (2, *space.shape)
+        for row in value.numpy().astype(space.dtype):
+            assert space.contains(row), obs_type
+    assert isinstance(model.observation_space("indices"), gym.spaces.MultiDiscrete)
+    assert model.observation_space("embeddings").dtype == np.float32
+    assert model.observation_space("pixels").dtype == np.uint8
+
+
+def test_unknown_obs_type(model: DiscreteWorldModel) -> None:
+    with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported by the 'discrete'"):
+        model.observation_space("rgb")
+    with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported"):
+        model.observe(torch.zeros(1, 6, 6, dtype=torch.int64), "rgb")
+
+
+def _grads(module: torch.nn.Module) -> list[torch.Tensor | None]:
+    return [p.grad for p in module.parameters()]
+
+
+def test_warmup_loss_trains_the_representation_only() -> None:
+    torch.manual_seed(0)
+    model = build_model("discrete", "tiny", SPEC, ACTIONS).train()
+    out = model.loss(_batch(), "warmup", 0)
+    assert out["loss"].shape == ()
+    assert torch.isfinite(out["loss"])
+    assert {"recon_loss", "commitment_loss"} <= set(out)
+    out["loss"].backward()
+    assert all(g is not None and torch.isfinite(g).all() for g in _grads(model.encoder))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(model.decoder))
+    assert all(g is None for g in _grads(model.dynamics))
+
+
+def test_joint_loss_trains_everything() -> None:
+    torch.manual_seed(0)
+    model = build_model("discrete", "tiny", SPEC, ACTIONS).train()
+    out = model.loss(_batch(), "joint", 0)
+    for key in ("latent_loss", "reward_loss", "termination_loss", "recon_loss"):
+        assert torch.isfinite(out[key]), key
+    assert 0.0 <= float(out["latent_acc"]) <= 1.0
+    out["loss"].backward()
+    assert all(g is not None for g in _grads(model.dynamics))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(model.encoder))
+    reward_grads = _grads(model.dynamics.reward_head)
+    assert all(g is not None and torch.isfinite(g).all() for g in reward_grads)
+
+
+def test_joint_loss_skips_the_representation_between_its_updates() -> None:
+    torch.manual_seed(0)
+    model = build_model("discrete", "tiny", SPEC, ACTIONS).train()
+    assert model.config.representation_every == 2
+    out = model.loss(_batch(), "joint", 1)
+    assert "recon_loss" not in out
+    out["loss"].backward()
+    assert all(g is None for g in _grads(model.encoder))
+    assert all(g is not None for g in _grads(model.dynamics.cell1))
+
+
+def test_metrics_keys_and_ranges(model: DiscreteWorldModel) -> None:
+    metrics = model.metrics(_batch())
+    assert {"recon_loss", "latent_acc", "reward_acc", "termination_acc"} <= set(metrics)
+    for key in ("latent_acc", "reward_acc", "termination_acc"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+
+def test_param_groups_give_the_reward_head_its_own_rate(model: DiscreteWorldModel) -> None:
+    groups = model.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-3 * model.config.reward_lr_scale])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def _cb_nll_direct(logit: float, x: float) -> float:
+    lam = 1.0 / (1.0 + math.exp(-logit))
+    if abs(lam - 0.5) < 1e-12:
+        log_c = math.log(2.0)
+    else:
+        log_c = math.log(2.0 * math.atanh(1.0 - 2.0 * lam) / (1.0 - 2.0 * lam))
+    return -(x * math.log(lam) + (1.0 - x) * math.log(1.0 - lam) + log_c)
+
+
+@pytest.mark.parametrize("logit", [-6.0, -1.5, -1e-4, 0.0, 2e-4, 0.3, 2.0, 7.0])
+@pytest.mark.parametrize("x", [0.0, 0.25, 0.5, 1.0])
+def test_continuous_bernoulli_nll_matches_the_density(logit: float, x: float) -> None:
+    got = continuous_bernoulli_nll(
+        torch.tensor([logit], dtype=torch.float64), torch.tensor([x], dtype=torch.float64)
+    )
+    assert float(got[0]) == pytest.approx(_cb_nll_direct(logit, x), rel=1e-6, abs=1e-6)
+
+
+def test_continuous_bernoulli_nll_is_normalised() -> None:
+    logit = torch.tensor([-3.0, -0.2, 0.0, 1.0, 5.0], dtype=torch.float64)[:, None]
+    x = torch.linspace(0, 1, 20001, dtype=torch.float64)[None]
+    density = torch.exp(-continuous_bernoulli_nll(logit.expand(-1, x.shape[1]), x.expand(5, -1)))
+    integral = torch.trapezoid(density, x[0], dim=1)
+    torch.testing.assert_close(integral, torch.ones(5, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("logit", [-4.0, -1e-4, 0.0, 0.5, 3.0])
+def test_continuous_bernoulli_mean_matches_the_density(logit: float) -> None:
+    x = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    density = torch.exp(-continuous_bernoulli_nll(torch.full_like(x, logit), x))
+    expected = float(torch.trapezoid(density * x, x))
+    got = float(continuous_bernoulli_mean(torch.tensor([logit], dtype=torch.float64))[0])
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_paper_preset_has_the_paper_size() -> None:
+    model = build_model("discrete", "paper", SPEC, ACTIONS)
+    counts = model.parameter_counts()
+    assert 9_000_000 <= counts["total"] <= 12_000_000
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+    assert model.config == DiscreteConfig()
+
+
+def test_presets_shrink() -> None:
+    totals = [
+        build_model("discrete", p, SPEC, ACTIONS).parameter_counts()["total"]
+        for p in ("tiny", "small")
+    ]
+    assert totals[0] < totals[1] < 9_000_000
+
+
+def test_overrides_replace_fields() -> None:
+    config = resolve_config("discrete", "tiny", {"num_codes": 16})
+    assert config.num_codes == 16
+    assert config.lstm_channels == DiscreteWorldModel.presets["tiny"].lstm_channels
+    model = build_model("discrete", "tiny", SPEC, ACTIONS, {"num_codes": 16})
+    assert model.observation_space("indices").nvec.tolist() == [16] * 36
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown preset 'huge' for family 'discrete'"):
+        build_model("discrete", "huge", SPEC, ACTIONS)
+
+
+def test_unknown_family() -> None:
+    with pytest.raises(
+        ConfigError, match=r"Unknown world-model family 'rssm2'; known: \['discrete'"
+    ):
+        build_model("rssm2", "small", SPEC, ACTIONS)
+
+
+def test_unknown_override() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown 'discrete' model settings \['codes'\]"):
+        build_model("discrete", "tiny", SPEC, ACTIONS, {"codes": 16})

@@ -1,0 +1,226 @@
+"""The episode store and real-data collection."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dreamenv
+from dreamenv import AtariSpec, DatasetError, EpisodeStore
+from dreamenv.data.store import Episode
+from dreamenv.errors import ConfigError
+
+SHORT = AtariSpec("pong", max_episode_frames=160)
+"""Pong cut after 40 agent steps, so that episodes (and chunks) complete quickly."""
+
+
+def _copy(store_dir: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "store"
+    shutil.copytree(store_dir, target)
+    return target
+
+
+def test_session_store_holds_the_requested_steps(store_dir: Path, store_spec: AtariSpec) -> None:
+    store = EpisodeStore.open(store_dir)
+    assert store.spec == store_spec
+    assert store.num_steps == 400
+    episodes = store.episodes()
+    assert sum(len(e) for e in episodes) == 400
+    assert store.action_meanings[:2] == ("NOOP", "FIRE")
+    assert len(store.action_meanings) == 6
+
+
+def test_stored_episodes_are_well_formed(store_dir: Path) -> None:
+    for ep in EpisodeStore.open(store_dir).episodes():
+        n = len(ep)
+        assert n > 0
+        assert ep.frames.shape == (n + 1, 96, 96) and ep.frames.dtype == np.uint8
+        assert ep.actions.shape == (n,) and ep.actions.dtype == np.int64
+        assert ep.actions.min() >= 0 and ep.actions.max() < 6
+        assert ep.rewards.dtype == np.float32
+        # only the last step may end the episode, and every stored episode ends
+        assert not ep.terminated[:-1].any() and not ep.truncated[:-1].any()
+        assert ep.terminated[-1] or ep.truncated[-1]
+
+
+@pytest.mark.parametrize("steps", [37, 60])
+def test_collect_writes_exactly_the_requested_steps(tmp_path: Path, steps: int) -> None:
+    store = dreamenv.collect(tmp_path / "s", SHORT, steps, num_envs=2, progress=False)
+    assert store.num_steps == steps
+    assert sum(len(e) for e in EpisodeStore.open(tmp_path / "s").episodes()) == steps
+
+
+def test_collect_again_continues_and_keeps_old_chunks(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    dreamenv.collect(out, SHORT, 50, num_envs=2, chunk_steps=10_000, progress=False)
+    store = EpisodeStore.open(out)
+    old = {p.name: p.read_bytes() for p in store.chunk_paths}
+    assert list(old) == ["chunk-000000.npz"]
+    old_episodes = store.episodes()
+
+    dreamenv.collect(out, SHORT, 130, num_envs=2, chunk_steps=10_000, progress=False)
+    store = EpisodeStore.open(out)
+    assert store.num_steps == 130
+    assert len(store.chunk_paths) > 1
+    for name, content in old.items():
+        assert (out / name).read_bytes() == content
+    new_episodes = store.episodes()
+    assert sum(len(e) for e in new_episodes[len(old_episodes) :]) == 80
+    for a, b in zip(old_episodes, new_episodes[: len(old_episodes)], strict=True):
+        np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_collect_with_enough_steps_does_nothing(store_dir: Path, tmp_path: Path) -> None:
+    out = _copy(store_dir, tmp_path)
+    before = sorted(p.name for p in out.iterdir())
+    store = dreamenv.collect(out, EpisodeStore.open(out).spec, 100, progress=False)
+    assert store.num_steps == 400
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_store_of_another_spec_is_refused(store_dir: Path, tmp_path: Path) -> None:
+    out = _copy(store_dir, tmp_path)
+    with pytest.raises(DatasetError, match=r"holds data of .*but .*was requested"):
+        dreamenv.collect(out, AtariSpec("pong", screen_size=64), 500, progress=False)
+    with pytest.raises(DatasetError, match=r"holds data of .*game='pong'"):
+        EpisodeStore.open_or_create(out, AtariSpec("breakout"))
+
+
+def test_non_empty_foreign_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="is not empty and is not an episode store"):
+        dreamenv.collect(tmp_path, SHORT, 10, progress=False)
+
+
+def test_open_missing_store(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"No episode store at .*store\.json is missing"):
+        EpisodeStore.open(tmp_path / "nothing")
+
+
+def test_open_store_of_another_version(store_dir: Path, tmp_path: Path) -> None:
+    out = _copy(store_dir, tmp_path)
+    meta = json.loads((out / "store.json").read_text())
+    (out / "store.json").write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(DatasetError, match="has format version 99"):
+        EpisodeStore.open(out)
+
+
+def test_damaged_store_json(store_dir: Path, tmp_path: Path) -> None:
+    out = _copy(store_dir, tmp_path)
+    text = (out / "store.json").read_text()
+    (out / "store.json").write_text(text[: len(text) // 2])
+    with pytest.raises(DatasetError, match=r"store\.json is not valid JSON"):
+        EpisodeStore.open(out)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_chunk_is_named(store_dir: Path, tmp_path: Path, damage: str) -> None:
+    out = _copy(store_dir, tmp_path)
+    chunk = sorted(out.glob("chunk-*.npz"))[-1]
+    content = chunk.read_bytes()
+    chunk.write_bytes(content[: len(content) // 2] if damage == "truncate" else b"x" * 100)
+    store = EpisodeStore.open(out)
+    with pytest.raises(DatasetError, match=rf"Chunk .*{chunk.name} .*is unreadable"):
+        store.episodes()
+    with pytest.raises(DatasetError, match=rf"{chunk.name}.*Delete that file"):
+        store.num_steps  # noqa: B018
+
+
+def test_leftover_temporary_files_are_ignored(store_dir: Path, tmp_path: Path) -> None:
+    out = _copy(store_dir, tmp_path)
+    names = [p.name for p in EpisodeStore.open(out).chunk_paths]
+    (out / ".chunk-000009.npz.abc123.tmp").write_bytes(b"half a chunk")
+    (out / ".store.json.xyz.tmp").write_bytes(b"{")
+    store = EpisodeStore.open(out)
+    assert [p.name for p in store.chunk_paths] == names
+    assert store.num_steps == 400
+    assert sum(len(e) for e in store.episodes()) == 400
+    new = store.append(store.episodes()[:1])
+    assert new.name == f"chunk-{len(names):06d}.npz"
+
+
+def test_append_needs_episodes(store_dir: Path) -> None:
+    with pytest.raises(DatasetError, match="at least one episode"):
+        EpisodeStore.open(store_dir).append([])
+
+
+def test_append_round_trip(tmp_path: Path) -> None:
+    store = EpisodeStore.open_or_create(tmp_path / "s", AtariSpec("pong"))
+    frames = np.arange(4 * 96 * 96, dtype=np.int64).reshape(4, 96, 96).astype(np.uint8)
+    ep = Episode(
+        frames,
+        np.array([1, 2, 3]),
+        np.array([0.0, 1.0, -1.0]),
+        np.array([False, False, True]),
+        np.array([False, False, False]),
+    )
+    store.append([ep, ep])
+    back = EpisodeStore.open(tmp_path / "s").episodes()
+    assert len(back) == 2
+    for got in back:
+        np.testing.assert_array_equal(got.frames, frames)
+        assert got.actions.tolist() == [1, 2, 3]
+        assert got.rewards.tolist() == [0.0, 1.0, -1.0]
+        assert got.terminated.tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": 0}, "steps must be a positive int, got 0"),
+        ({"steps": 10, "num_envs": 0}, "num_envs must be a positive int, got 0"),
+        ({"steps": 10, "chunk_steps": -1}, "chunk_steps must be a positive int, got -1"),
+    ],
+)
+def test_collect_rejects_bad_counts(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        dreamenv.collect(tmp_path / "s", SHORT, progress=False, **kwargs)
+    assert not (tmp_path / "s").exists()
+
+
+_KILLED_COLLECT = """
+import sys
+import dreamenv
+from dreamenv import AtariSpec
+dreamenv.collect(sys.argv[1], AtariSpec("pong", max_episode_frames=160), int(sys.argv[2]),
+                 num_envs=2, chunk_steps=40, progress=False)
+"""
+
+
+def test_collect_killed_with_sigkill_leaves_a_readable_store(tmp_path: Path) -> None:
+    out, total = tmp_path / "s", 3000
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_COLLECT, str(out), str(total)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("chunk-*.npz")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no chunk was written"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+
+    store = EpisodeStore.open(out)
+    assert store.chunk_paths
+    killed_at = store.num_steps
+    assert 0 < killed_at < total
+    episodes = store.episodes()  # every chunk is readable
+    assert sum(len(e) for e in episodes) == killed_at
+    for ep in episodes:
+        assert len(ep.frames) == len(ep) + 1
+
+    store = dreamenv.collect(out, SHORT, total, num_envs=2, chunk_steps=400, progress=False)
+    assert store.num_steps == total
+    assert sum(len(e) for e in EpisodeStore.open(out).episodes()) == total
