@@ -196,6 +196,58 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, train
+
+    if args.preset not in LOOP_PRESETS:
+        raise SystemExit(f"error: --preset must be one of {sorted(LOOP_PRESETS)}")
+    config: LoopConfig = LOOP_PRESETS[args.preset]
+    overrides = {
+        name: value
+        for name, value in (
+            ("iterations", args.iterations),
+            ("initial_steps", args.initial_steps),
+            ("steps_per_iteration", args.steps_per_iteration),
+            ("temperature", args.temperature),
+            ("preset", args.model_preset),
+            ("eval_episodes", args.eval_episodes),
+            ("eval_max_steps", args.eval_max_steps),
+            ("device", args.device),
+            ("wm_epochs", tuple(args.wm_epochs) if args.wm_epochs else None),
+            ("rollouts", tuple(args.rollouts) if args.rollouts else None),
+            ("warmup_epochs", args.warmup_epochs),
+        )
+        if value is not None
+    }
+    config = dataclasses.replace(config, **overrides)
+    if args.budget is not None:
+        config = config.with_budget(args.budget)
+    run_dir = args.run_dir or f"runs/{args.game}-s{args.seed}"
+    print(
+        f"train {args.game} in {run_dir}: {config.iterations} iterations, "
+        f"{config.total_steps} real steps, device {config.resolved_device()}"
+    )
+    rows = train(args.game, run_dir, config, seed=args.seed, progress=not args.quiet)
+    for row in rows:
+        print(
+            f"iteration {row['iteration']:>2}  real steps {row['real_steps']:>7}  "
+            f"return {row['mean_return']:.2f} ± {row['std_return']:.2f}  ({row['seconds']} s)"
+        )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dreamenv.report import write_report
+
+    out = args.out or str(args.run_dirs[0]) + "/report"
+    png, md = write_report(args.run_dirs, out)
+    print(md.read_text())
+    print(f"wrote {png} and {md}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamenv", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -264,6 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the returns to this JSON file")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "train", help="the iterative loop: collect, fit, dream, evaluate (resumable)"
+    )
+    p.add_argument("game")
+    p.add_argument("--preset", default="quick", help="atari100k (the paper's) or quick (CPU)")
+    p.add_argument("--budget", type=int, help="real agent steps; sets the number of iterations")
+    p.add_argument("--run-dir", help="default runs/GAME-sSEED; an existing run continues")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--initial-steps", type=int)
+    p.add_argument("--steps-per-iteration", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--model-preset", help="world-model size: small, paper")
+    p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--rollouts", type=int, nargs="+", help="PPO rollouts per iteration")
+    p.add_argument("--eval-episodes", type=int)
+    p.add_argument("--eval-max-steps", type=int)
+    p.add_argument("--device", help="auto, cpu or cuda")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("report", help="learning-curve PNG and Markdown table of runs of a game")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="output folder (default RUN_DIR/report)")
+    p.set_defaults(run=_cmd_report)
     return parser
 
 

@@ -224,7 +224,9 @@ def load_agent(path: str | Path, device: str = "cpu") -> BaseAlgorithm:
     try:
         return cls.load(path, device=device)
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{str(path)!r} could not be loaded as {cls.__name__} ({err}).") from err
+        raise CheckpointError(
+            f"{str(path)!r} could not be loaded as {cls.__name__} ({err})."
+        ) from err
 
 
 def action_logits(agent: BaseAlgorithm, obs: np.ndarray) -> torch.Tensor:

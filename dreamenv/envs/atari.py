@@ -43,7 +43,8 @@ def normalize_game(game: str) -> str:
     name = game.split("/")[-1]
     name = re.sub(r"-v\d+$", "", name)
     name = re.sub(r"NoFrameskip$", "", name)
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower().replace("-", "_")
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    snake = snake.lower().replace("-", "_")
     ids = _rom_ids()
     for candidate in (snake, snake.replace("_", "")):
         if candidate in ids:

@@ -68,7 +68,9 @@ def check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ConfigError(f"device={device!r} is not a torch device ('cpu', 'cuda', 'cuda:1').") from err
+        raise ConfigError(
+            f"device={device!r} is not a torch device ('cpu', 'cuda', 'cuda:1')."
+        ) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} but CUDA is not available here; use device='cpu'.")
     return dev

@@ -1,0 +1,254 @@
+"""The iterative loop of Robine et al. (section 3.4) and SimPLe: collect real data with the
+current policy, refit the world model, train the policy in the dream, evaluate it in the
+real game; repeated within a budget of real interactions.
+
+A run directory holds everything and is resumable at any point::
+
+    RUN_DIR/data/            the episode store (grows by one collection per iteration)
+    RUN_DIR/model/           the world-model checkpoint (fit continues every iteration)
+    RUN_DIR/agent-K.zip      the agent after iteration K (1-based)
+    RUN_DIR/results.json     per finished iteration: real steps, evaluation returns, times
+    RUN_DIR/results.csv      the same, one row per iteration
+    RUN_DIR/run.json         game, seed and the loop settings of the run
+
+Each step continues from what was saved: the collection tops the store up to its target,
+``fit`` continues to its cumulative epoch count, the dream phase starts again from the
+previous iteration's agent, and an iteration counts only once its results are written.
+
+Example:
+    >>> train("pong", "runs/pong", LOOP_PRESETS["quick"])
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamenv.data.collect import collect
+from dreamenv.envs.atari import AtariSpec
+from dreamenv.errors import ConfigError
+from dreamenv.io import write_atomic, write_json
+from dreamenv.train.fit import FitConfig, fit
+
+PAPER_EPOCHS = (140, 32, 24, 20, 16, 14, 12, 11, 10, 9, 8, 8, 7, 7, 6)
+"""World-model epochs over the buffer per iteration, as in the paper's code."""
+PAPER_ROLLOUTS = (1000,) * 7 + (2000,) + (1000,) * 3 + (2000,) + (1000,) * 2 + (3000,)
+"""PPO rollouts (of 16 envs x 50 steps) per iteration: 2000 in 8 and 12, 3000 in 15."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Settings of the iterative loop (defaults: the paper's ``atari100k`` protocol)."""
+
+    iterations: int = 15
+    """Iterations of collect, fit, dream, evaluate."""
+    initial_steps: int = 12_800
+    """Real steps collected with a random policy before the first fit."""
+    steps_per_iteration: int = 6_400
+    """Real steps collected with the current policy in every later iteration."""
+    temperature: float = 1.5
+    """Sampling temperature of the policy while collecting."""
+    collect_envs: int = 16
+    """Real envs stepped together while collecting."""
+    wm_epochs: tuple[int, ...] = PAPER_EPOCHS
+    """World-model epochs per iteration (the last entry repeats if there are more iterations)."""
+    warmup_epochs: int = 50
+    """Epochs of VQ-VAE warm-up at the start of the first iteration."""
+    preset: str = "paper"
+    """World-model size preset."""
+    fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, warmup_epochs=0))
+    """Other fit settings (batch, sequence length, learning rates); epochs come from above."""
+    rollouts: tuple[int, ...] = PAPER_ROLLOUTS
+    """PPO rollouts per iteration (the last entry repeats)."""
+    dream_envs: int = 16
+    """Dream envs per PPO rollout."""
+    horizon: int = 50
+    """Imagined episode length."""
+    ppo: dict[str, Any] = field(default_factory=dict)
+    """PPO settings overriding :data:`dreamenv.sb3.PAPER_PPO`."""
+    eval_episodes: int = 32
+    """Real episodes of each evaluation (stochastic policy, as the paper)."""
+    eval_envs: int = 16
+    """Real envs stepped together while evaluating."""
+    eval_max_steps: int | None = None
+    """Cap on an evaluation episode's agent steps (the game's own limit when None)."""
+    device: str = "auto"
+    """``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``."""
+
+    @property
+    def total_steps(self) -> int:
+        """Real agent steps the whole run uses."""
+        return self.initial_steps + (self.iterations - 1) * self.steps_per_iteration
+
+    def epochs_until(self, iteration: int) -> int:
+        """Cumulative world-model epochs after ``iteration`` (1-based)."""
+        return sum(self.wm_epochs[min(i, len(self.wm_epochs) - 1)] for i in range(iteration))
+
+    def rollouts_of(self, iteration: int) -> int:
+        return self.rollouts[min(iteration - 1, len(self.rollouts) - 1)]
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def with_budget(self, budget: int) -> LoopConfig:
+        """The same settings with as many iterations as ``budget`` real steps allow."""
+        if budget < self.initial_steps:
+            raise ConfigError(
+                f"budget={budget} is below the {self.initial_steps} random steps of the first "
+                "iteration; raise the budget or lower initial_steps."
+            )
+        iterations = 1 + (budget - self.initial_steps) // self.steps_per_iteration
+        return dataclasses.replace(self, iterations=iterations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+LOOP_PRESETS: dict[str, LoopConfig] = {
+    "atari100k": LoopConfig(),
+    "quick": LoopConfig(
+        iterations=3,
+        initial_steps=12_000,
+        steps_per_iteration=4_000,
+        wm_epochs=(5, 2, 2),
+        warmup_epochs=2,
+        preset="small",
+        fit=FitConfig(epochs=1, warmup_epochs=0, batch_size=32, seq_len=16),
+        rollouts=(150, 100, 100),
+        eval_episodes=32,
+        device="cpu",
+    ),
+}
+"""``atari100k``: the paper's protocol (meant for a GPU). ``quick``: scaled down for 2 CPU cores."""
+
+
+def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    write_json(run_dir / "results.json", rows)
+    fields = [k for k in rows[0] if k != "returns"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(run_dir / "results.csv", lambda p: p.write_text(buf.getvalue()))
+
+
+def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The finished iterations of a run (empty if none)."""
+    path = Path(run_dir) / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def train(
+    game: str,
+    run_dir: str | Path,
+    config: LoopConfig | None = None,
+    *,
+    seed: int = 0,
+    spec: AtariSpec | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or continue) the iterative loop on ``game`` in ``run_dir``.
+
+    Returns:
+        One row per finished iteration: ``iteration``, ``real_steps``, ``mean_return``,
+        ``std_return``, ``returns``, ``seconds`` (the iteration's wall-clock time).
+    """
+    from dreamenv.sb3 import AgentPolicy, evaluate, load_agent, train_in_dream
+
+    config = config or LoopConfig()
+    run_dir = Path(run_dir)
+    spec = spec or AtariSpec(game)
+    meta = {"game": spec.game, "seed": seed, "spec": spec.to_dict(), "loop": config.to_dict()}
+    meta_path = run_dir / "run.json"
+    if meta_path.is_file():
+        previous = json.loads(meta_path.read_text())
+        if previous["game"] != spec.game or previous["seed"] != seed:
+            raise ConfigError(
+                f"{str(run_dir)!r} holds a run of {previous['game']!r} with seed {previous['seed']}; "
+                f"this call asks for {spec.game!r} with seed {seed}. Use another run directory."
+            )
+    write_json(meta_path, meta)
+    device = config.resolved_device()
+    rows = read_results(run_dir)
+    data, model = run_dir / "data", run_dir / "model"
+    for iteration in range(len(rows) + 1, config.iterations + 1):
+        start = time.monotonic()
+        steps = config.initial_steps + (iteration - 1) * config.steps_per_iteration
+        previous_agent = run_dir / f"agent-{iteration - 1}.zip"
+        policy = None
+        if iteration > 1:
+            policy = AgentPolicy(previous_agent, model, config.temperature, device)
+        collect(
+            data,
+            spec,
+            steps,
+            num_envs=config.collect_envs,
+            policy=policy,
+            seed=seed * 1000 + iteration,
+            progress=progress,
+        )
+        fit_config = dataclasses.replace(
+            config.fit,
+            epochs=config.epochs_until(iteration),
+            warmup_epochs=min(config.warmup_epochs, config.epochs_until(1)),
+            seed=seed,
+            device=device,
+        )
+        fit(data, model, preset=config.preset, config=fit_config, progress=progress)
+        agent = load_agent(previous_agent, device) if iteration > 1 else None
+        ppo = dict(config.ppo)
+        n_steps = int(ppo.get("n_steps", 50))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*mini-batch size.*")
+            agent = train_in_dream(
+                model,
+                config.rollouts_of(iteration) * config.dream_envs * n_steps,
+                num_envs=config.dream_envs,
+                horizon=config.horizon,
+                seed=seed + iteration,
+                device=device,
+                agent=agent,
+                progress=progress,
+                **ppo,
+            )
+        agent_path = run_dir / f"agent-{iteration}.zip"
+        write_atomic(agent_path, agent.save)
+        returns = evaluate(
+            agent,
+            model,
+            episodes=config.eval_episodes,
+            num_envs=config.eval_envs,
+            seed=seed + 10_000 * iteration,
+            max_steps=config.eval_max_steps,
+            device=device,
+        )
+        rows.append(
+            {
+                "iteration": iteration,
+                "real_steps": steps,
+                "mean_return": float(np.mean(returns)),
+                "std_return": float(np.std(returns, ddof=1)) if len(returns) > 1 else 0.0,
+                "episodes": len(returns),
+                "seconds": round(time.monotonic() - start, 1),
+                "returns": returns.tolist(),
+            }
+        )
+        _write_results(run_dir, rows)
+        if progress:
+            print(
+                f"iteration {iteration}/{config.iterations}: {steps} real steps, "
+                f"return {rows[-1]['mean_return']:.2f} ± {rows[-1]['std_return']:.2f}"
+            )
+    return rows

@@ -1,0 +1,143 @@
+"""The iterative loop (`dreamenv train`) and its reports, on a tiny run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dreamenv import AtariSpec, ConfigError, DatasetError, FitConfig
+from dreamenv.cli import main
+from dreamenv.report import human_normalized, reference_scores, write_report
+from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, read_results, train
+
+SPEC = AtariSpec("pong", max_episode_frames=600)
+
+TINY_LOOP = LoopConfig(
+    iterations=2,
+    initial_steps=300,
+    steps_per_iteration=100,
+    collect_envs=2,
+    wm_epochs=(1, 1),
+    warmup_epochs=1,
+    preset="tiny",
+    fit=FitConfig(
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        seq_len=4,
+        updates_per_epoch=2,
+        start_bank_size=16,
+        start_context=4,
+    ),
+    rollouts=(1, 1),
+    dream_envs=2,
+    ppo={"n_steps": 8, "batch_size": 16},
+    eval_episodes=2,
+    eval_envs=2,
+    eval_max_steps=20,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("loop") / "pong-s0"
+    train("pong", path, TINY_LOOP, spec=SPEC, progress=False)
+    return path
+
+
+def test_a_run_records_every_iteration(run_dir: Path) -> None:
+    rows = read_results(run_dir)
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert [r["real_steps"] for r in rows] == [300, 400]
+    assert all(len(r["returns"]) == 2 for r in rows)
+    assert (run_dir / "results.csv").read_text().splitlines()[0].startswith("iteration,")
+    assert (run_dir / "agent-1.zip").is_file() and (run_dir / "agent-2.zip").is_file()
+    store_steps = sum(1 for _ in (run_dir / "data").glob("chunk-*.npz"))
+    assert store_steps >= 2
+    state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
+    assert state["progress"]["epoch"] == 2  # one world-model epoch per iteration
+
+
+def test_a_finished_run_does_nothing_more(run_dir: Path) -> None:
+    before = (run_dir / "results.json").read_text()
+    assert len(train("pong", run_dir, TINY_LOOP, spec=SPEC, progress=False)) == 2
+    assert (run_dir / "results.json").read_text() == before
+
+
+def test_another_game_or_seed_in_the_same_dir_is_refused(run_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="holds a run of 'pong' with seed 0"):
+        train("pong", run_dir, TINY_LOOP, seed=1, spec=SPEC, progress=False)
+
+
+_KILLED_TRAIN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_loop import SPEC, TINY_LOOP
+from dreamenv.train.loop import train
+train("pong", Path(sys.argv[1]), TINY_LOOP, spec=SPEC, progress=False)
+"""
+
+
+def test_train_killed_mid_iteration_continues(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code = _KILLED_TRAIN.format(tests=str(Path(__file__).parent))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "results.json").is_file() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the first iteration never finished"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    first = read_results(run)
+    assert len(first) == 1, "the run finished before it was killed"
+    rows = train("pong", run, TINY_LOOP, spec=SPEC, progress=False)
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert rows[0] == first[0]  # the finished iteration is kept, not redone
+
+
+def test_budget_sets_the_iterations() -> None:
+    config = LOOP_PRESETS["atari100k"]
+    assert config.total_steps == 102_400 and config.iterations == 15
+    assert config.with_budget(100_000).iterations == 14
+    assert config.epochs_until(1) == 140 and config.rollouts_of(15) == 3000
+    assert config.rollouts_of(8) == 2000 and config.rollouts_of(12) == 2000
+    with pytest.raises(ConfigError, match="below the 12800 random steps"):
+        config.with_budget(1000)
+
+
+def test_report_png_and_table(run_dir: Path, tmp_path: Path) -> None:
+    png, md = write_report([run_dir, run_dir], tmp_path / "report")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = md.read_text()
+    assert "| random | -20.7 |" in text
+    assert "Robine et al. (4 frames)" in text and "human-normalised" in text
+    assert "2 run(s)" in text
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="is not a finished `dreamenv train` run"):
+        write_report([tmp_path], tmp_path / "out")
+
+
+def test_reference_scores_cover_the_atari100k_games() -> None:
+    scores = reference_scores()
+    assert len(scores) == 36 and "up_n_down" in scores
+    pong = scores["pong"]
+    assert human_normalized(pong["human"], pong) == pytest.approx(1.0)
+    assert human_normalized(pong["random"], pong) == pytest.approx(0.0)
+
+
+def test_cli_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "r")]) == 0
+    assert "learning_curve.png" in capsys.readouterr().out
