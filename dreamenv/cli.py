@@ -248,6 +248,52 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_video(args: argparse.Namespace) -> int:
+    from dreamenv.video import record_video
+
+    policy = None
+    if args.agent:
+        from dreamenv.sb3 import AgentPolicy
+
+        policy = AgentPolicy(args.agent, args.checkpoint, args.temperature)
+    out = record_video(
+        args.checkpoint,
+        args.out,
+        steps=args.steps,
+        burn_in=args.burn_in,
+        seed=args.seed,
+        policy=policy,
+        fps=args.fps,
+    )
+    print(f"video: {out}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from dreamenv.quality import inspect_checkpoint
+
+    rows = inspect_checkpoint(
+        args.checkpoint,
+        args.store,
+        horizon=args.horizon,
+        count=args.count,
+        burn_in=args.burn_in,
+        seed=args.seed,
+        out=args.out,
+    )
+    print(
+        "| horizon | latent acc | reward acc | frame MAE | recon MAE |\n|---:|---:|---:|---:|---:|"
+    )
+    for row in rows:
+        if row["horizon"] in (1, 2, 5, 10, 20, 30, 40, 50) or row["horizon"] == len(rows):
+            print(
+                f"| {row['horizon']} | {row['latent_acc']:.3f} | {row['reward_acc']:.3f} | "
+                f"{row['frame_mae']:.4f} | {row['recon_mae']:.4f} |"
+            )
+    print(f"wrote {args.out}/inspect.csv and {args.out}/inspect.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamenv", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -337,6 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-max-steps", type=int)
     p.add_argument("--device", help="auto, cpu or cuda")
     p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("video", help="GIF of real | imagined | latent indices from one start")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", default="video.gif")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--burn-in", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--agent", help="an SB3 agent choosing the actions (default: random)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--fps", type=int, default=15)
+    p.set_defaults(run=_cmd_video)
+
+    p = sub.add_parser("inspect", help="open-loop quality against the horizon (CSV and PNG)")
+    p.add_argument("checkpoint")
+    p.add_argument("store", help="the episode store (its held-out episodes are used)")
+    p.add_argument("--out", default="inspect")
+    p.add_argument("--horizon", type=int, default=50)
+    p.add_argument("--count", type=int, default=32, help="held-out segments")
+    p.add_argument("--burn-in", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_cmd_inspect)
 
     p = sub.add_parser("report", help="learning-curve PNG and Markdown table of runs of a game")
     p.add_argument("run_dirs", nargs="+")

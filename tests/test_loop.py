@@ -141,3 +141,65 @@ def test_reference_scores_cover_the_atari100k_games() -> None:
 def test_cli_report(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["report", str(run_dir), "--out", str(tmp_path / "r")]) == 0
     assert "learning_curve.png" in capsys.readouterr().out
+
+
+def test_video_has_three_panels_per_step(checkpoint_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dreamenv.video import record_video
+
+    out = record_video(checkpoint_dir, tmp_path / "v.gif", steps=6, burn_in=2)
+    image = Image.open(out)
+    assert image.n_frames == 6
+    assert image.size[0] == 3 * image.size[1] - 3 * 18  # real | imagined | latent indices
+
+
+def test_inspect_rows_and_files(checkpoint_dir: Path, store_dir: Path, tmp_path: Path) -> None:
+    from dreamenv.quality import inspect_checkpoint
+
+    rows = inspect_checkpoint(
+        checkpoint_dir, store_dir, horizon=5, count=3, burn_in=2, out=tmp_path / "inspect"
+    )
+    assert [r["horizon"] for r in rows] == [1, 2, 3, 4, 5]
+    for row in rows:
+        assert 0 <= row["latent_acc"] <= 1 and 0 <= row["reward_acc"] <= 1
+        assert 0 <= row["recon_mae"] <= 1 and 0 <= row["frame_mae"] <= 1
+    assert (tmp_path / "inspect" / "inspect.png").is_file()
+    assert (tmp_path / "inspect" / "inspect.csv").read_text().startswith("horizon,latent_acc")
+
+
+def test_cli_video_and_inspect(checkpoint_dir: Path, store_dir: Path, tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "video",
+                str(checkpoint_dir),
+                "--out",
+                str(tmp_path / "v.gif"),
+                "--steps",
+                "4",
+                "--burn-in",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "inspect",
+                str(checkpoint_dir),
+                str(store_dir),
+                "--out",
+                str(tmp_path / "i"),
+                "--horizon",
+                "4",
+                "--count",
+                "2",
+                "--burn-in",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "v.gif").is_file() and (tmp_path / "i" / "inspect.csv").is_file()
