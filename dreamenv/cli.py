@@ -294,6 +294,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_play(args: argparse.Namespace) -> int:
+    from dreamenv.play import check_fps, play
+
+    out = play(args.checkpoint, fps=check_fps(args.fps), seed=args.seed, video=args.video)
+    if out is not None:
+        print(f"no display (or no pygame: pip install -e '.[play]'); recorded {out} instead")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamenv", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -404,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burn-in", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser(
+        "play", help="play the dream with the keyboard (TAB: switch to the real game)"
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video", default="play.gif", help="written instead when there is no display")
+    p.set_defaults(run=_cmd_play)
 
     p = sub.add_parser("report", help="learning-curve PNG and Markdown table of runs of a game")
     p.add_argument("run_dirs", nargs="+")

@@ -203,3 +203,27 @@ def test_cli_video_and_inspect(checkpoint_dir: Path, store_dir: Path, tmp_path: 
         == 0
     )
     assert (tmp_path / "v.gif").is_file() and (tmp_path / "i" / "inspect.csv").is_file()
+
+
+def test_keys_map_to_the_games_actions() -> None:
+    from dreamenv.envs.atari import action_meanings
+    from dreamenv.play import action_for_keys
+
+    pong = action_meanings("pong")  # NOOP FIRE RIGHT LEFT RIGHTFIRE LEFTFIRE
+    assert pong[action_for_keys(False, False, False, False, False, pong)] == "NOOP"
+    assert pong[action_for_keys(False, False, False, True, True, pong)] == "RIGHTFIRE"
+    assert pong[action_for_keys(True, False, False, True, False, pong)] == "RIGHT"  # no UP
+    assert pong[action_for_keys(True, False, False, False, False, pong)] == "NOOP"
+    full = action_meanings("kung_fu_master")
+    assert full[action_for_keys(True, False, True, False, True, full)] == "UPLEFTFIRE"
+    assert full[action_for_keys(True, True, True, True, False, full)] == "NOOP"
+
+
+def test_play_without_display_records_a_video(
+    checkpoint_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = tmp_path / "play.gif"
+    assert main(["play", str(checkpoint_dir), "--video", str(out)]) == 0
+    assert out.is_file()
