@@ -61,18 +61,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", default="pong", help="ale-py ROM id (default: pong)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 256],
-                        help="numbers of envs stepped together (default: 1 16 256)")
-    parser.add_argument("--presets", nargs="+", default=["small", "paper"],
-                        help="discrete model presets (default: small paper)")
-    parser.add_argument("--devices", nargs="+", default=None,
-                        help="devices of the dream env (default: cpu, plus cuda if available)")
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="timed seconds per row, after warm-up (default: 3)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="writes OUT.csv and OUT.json (default: benchmarks/results/throughput)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads(N) (default: torch's own choice)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=[1, 16, 256],
+        help="numbers of envs stepped together (default: 1 16 256)",
+    )
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=["small", "paper"],
+        help="discrete model presets (default: small paper)",
+    )
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        default=None,
+        help="devices of the dream env (default: cpu, plus cuda if available)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        help="timed seconds per row, after warm-up (default: 3)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="writes OUT.csv and OUT.json (default: benchmarks/results/throughput)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads(N) (default: torch's own choice)",
+    )
     args = parser.parse_args(argv)
     if args.devices is None:
         args.devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -262,8 +287,10 @@ def main(argv: list[str] | None = None) -> None:
                 for batch in args.batches:
                     calls, seconds = bench_dream(checkpoint, batch, device, args.seconds)
                     rows.append(make_row("dream", preset, device, batch, calls, seconds))
-                    log(f"dream {preset} {device} batch={batch}: "
-                        f"{rows[-1]['steps_per_s']:,.0f} steps/s")
+                    log(
+                        f"dream {preset} {device} batch={batch}: "
+                        f"{rows[-1]['steps_per_s']:,.0f} steps/s"
+                    )
     add_ratios(rows)
     order = {"ale": 0, "dream": 1}
     rows.sort(key=lambda r: (r["batch"], order[r["env"]]))

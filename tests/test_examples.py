@@ -79,3 +79,32 @@ def test_throughput_benchmark(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert "ratio" in out.lower()
+
+
+def test_atari100k_benchmark(tmp_path) -> None:
+    overrides = (
+        '{"iterations": 1, "initial_steps": 200, "collect_envs": 2, "wm_epochs": [1], '
+        '"warmup_epochs": 1, "preset": "tiny", "fit": {"batch_size": 4, "seq_len": 4, '
+        '"updates_per_epoch": 2, "start_bank_size": 8, "start_context": 4}, "rollouts": [1], '
+        '"dream_envs": 2, "ppo": {"n_steps": 8, "batch_size": 16}, "eval_episodes": 2, '
+        '"eval_envs": 2, "eval_max_steps": 10}'
+    )
+    out = run(
+        "benchmarks/atari100k.py",
+        "--games",
+        "pong",
+        "--seeds",
+        "0",
+        "--preset",
+        "quick",
+        "--device",
+        "cpu",
+        "--overrides",
+        overrides,
+        "--out",
+        str(tmp_path / "b"),
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert "| pong |" in out and "HNS" in out
+    assert (tmp_path / "b" / "pong-report" / "learning_curve.png").is_file()
