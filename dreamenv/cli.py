@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -149,19 +148,10 @@ def summarize(returns: np.ndarray) -> str:
     return f"{returns.mean():.2f} ± {returns.std(ddof=1) if len(returns) > 1 else 0.0:.2f} (n={len(returns)})"
 
 
-def welch_t(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Welch's t statistic of mean(a) - mean(b) and its degrees of freedom."""
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
-        return (math.inf if a.mean() != b.mean() else 0.0), float(len(a) + len(b) - 2)
-    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return float(t), float(df)
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dreamenv.checkpoint import load_checkpoint
     from dreamenv.sb3 import evaluate, load_agent, random_policy
+    from dreamenv.stats import welch_test
 
     ckpt = load_checkpoint(args.checkpoint, args.device)
     agent = load_agent(args.agent, args.device)
@@ -175,12 +165,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     agent_returns = evaluate(agent, ckpt, deterministic=args.deterministic, **kwargs)
     random_returns = evaluate(random_policy(ckpt.model.num_actions, args.seed), ckpt, **kwargs)
-    t, df = welch_t(agent_returns, random_returns)
+    t, df, p = welch_test(agent_returns, random_returns)
     print(f"game {ckpt.spec.game}, {args.episodes} real episodes each, seed {args.seed}")
     print("| policy | mean ± std return |\n|---|---|")
     print(f"| agent ({Path(args.agent).name}) | {summarize(agent_returns)} |")
     print(f"| random | {summarize(random_returns)} |")
-    print(f"Welch t = {t:.2f} (df = {df:.1f})")
+    print(f"Welch t = {t:.2f} (df = {df:.1f}), two-sided p = {p:.3g}")
     if args.json:
         result = {
             "game": ckpt.spec.game,
