@@ -180,6 +180,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "random": random_returns.tolist(),
             "welch_t": t,
             "welch_df": df,
+            "p_value": p,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
