@@ -294,6 +294,13 @@ def _cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from dreamenv.quickstart import quickstart
+
+    quickstart(args.run_dir, game=args.game, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamenv", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -413,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--video", default="play.gif", help="written instead when there is no display")
     p.set_defaults(run=_cmd_play)
+
+    p = sub.add_parser("quickstart", help="the main job: quick loop, then dream agent vs random")
+    p.add_argument("--run-dir", default="runs/quickstart")
+    p.add_argument("--game", default="kung_fu_master")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_cmd_quickstart)
 
     p = sub.add_parser("report", help="learning-curve PNG and Markdown table of runs of a game")
     p.add_argument("run_dirs", nargs="+")

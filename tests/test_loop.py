@@ -227,3 +227,14 @@ def test_play_without_display_records_a_video(
     out = tmp_path / "play.gif"
     assert main(["play", str(checkpoint_dir), "--video", str(out)]) == 0
     assert out.is_file()
+
+
+def test_quickstart_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dreamenv.quickstart import quickstart
+
+    result = quickstart(tmp_path / "q", game="pong", config=TINY_LOOP, progress=False)
+    assert len(result["agent"]) == 2 and len(result["random"]) == 2
+    assert 0.0 <= result["p_value"] <= 1.0
+    out = capsys.readouterr().out
+    assert "| trained in the dream | 2 |" in out and "| random | 2 |" in out
+    assert "two-sided p" in out and Path(result["report"]).is_file()
