@@ -63,6 +63,20 @@ class DreamOptions:
         check_device(self.device)
 
 
+def check_render_mode(render_mode: str | None) -> str | None:
+    """``render_mode`` if the envs support it (None or ``"rgb_array"``), else a ConfigError."""
+    if render_mode not in (None, "rgb_array"):
+        raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+    return render_mode
+
+
+def check_num_envs(num_envs: int) -> int:
+    """``num_envs`` as an int if it is positive, else a ConfigError."""
+    if not (isinstance(num_envs, (int, np.integer)) and num_envs >= 1):
+        raise ConfigError(f"num_envs must be a positive int, got {num_envs!r}.")
+    return int(num_envs)
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a torch device, or a :class:`ConfigError` if it cannot be used here."""
     try:
@@ -102,8 +116,7 @@ class DreamCore:
         game: str | None = None,
     ) -> None:
         options = options or DreamOptions()
-        if not (isinstance(num_envs, (int, np.integer)) and num_envs >= 1):
-            raise ConfigError(f"num_envs must be a positive int, got {num_envs!r}.")
+        check_num_envs(num_envs)
         ckpt = resolve_checkpoint(checkpoint, options.device, game)
         options.validate(ckpt.start_bank.context, ckpt.model.obs_types)
         self.checkpoint = ckpt

@@ -17,8 +17,8 @@ import gymnasium as gym
 import numpy as np
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.core import DreamCore, DreamOptions
-from dreamenv.errors import ConfigError, InvalidActionError
+from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode
+from dreamenv.errors import InvalidActionError
 from dreamenv.random import key_from_generator
 
 
@@ -53,8 +53,7 @@ class DreamEnv(gym.Env):
         game: str | None = None,
     ) -> None:
         options = DreamOptions(horizon, obs_type, reward_mode, use_termination, burn_in, device)
-        if render_mode not in (None, "rgb_array"):
-            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+        check_render_mode(render_mode)
         self.core = DreamCore(checkpoint, 1, options, game)
         self.render_mode = render_mode
         self.observation_space = self.core.observation_space

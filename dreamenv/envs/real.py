@@ -26,9 +26,14 @@ from gymnasium.vector.utils import batch_space
 
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.atari import FrameStacker, make_ale_vector
-from dreamenv.envs.core import resolve_checkpoint, validate_actions
+from dreamenv.envs.core import (
+    check_num_envs,
+    check_render_mode,
+    resolve_checkpoint,
+    validate_actions,
+)
 from dreamenv.envs.vector import parse_autoreset_mode, parse_reset_mask, seed_list
-from dreamenv.errors import ConfigError, InvalidActionError, StateError
+from dreamenv.errors import InvalidActionError, StateError
 
 
 class LatentEncoder:
@@ -81,10 +86,8 @@ class RealVectorEnv(VectorEnv):
         render_mode: str | None = None,
         game: str | None = None,
     ) -> None:
-        if not (isinstance(num_envs, (int, np.integer)) and num_envs >= 1):
-            raise ConfigError(f"num_envs must be a positive int, got {num_envs!r}.")
-        if render_mode not in (None, "rgb_array"):
-            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+        check_num_envs(num_envs)
+        check_render_mode(render_mode)
         self.checkpoint = resolve_checkpoint(checkpoint, device, game)
         self.encoder = LatentEncoder(self.checkpoint, obs_type, device)
         spec = self.checkpoint.spec

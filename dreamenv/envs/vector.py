@@ -24,7 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.core import DreamCore, DreamOptions
+from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode
 from dreamenv.errors import ConfigError, StateError
 from dreamenv.random import key_from_seed
 
@@ -102,8 +102,7 @@ class DreamVectorEnv(VectorEnv):
         game: str | None = None,
     ) -> None:
         options = DreamOptions(horizon, obs_type, reward_mode, use_termination, burn_in, device)
-        if render_mode not in (None, "rgb_array"):
-            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
+        check_render_mode(render_mode)
         self.core = DreamCore(checkpoint, num_envs, options, game)
         self.num_envs = self.core.num_envs
         self.render_mode = render_mode
