@@ -76,6 +76,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         lr=args.lr,
         warmup_lr=args.warmup_lr,
         updates_per_epoch=args.updates_per_epoch,
+        reward_windows=args.reward_windows,
         checkpoint_every_minutes=args.checkpoint_minutes,
         start_bank_size=args.start_bank,
         seed=args.seed,
@@ -335,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup-lr", type=float, default=1e-3)
     p.add_argument("--updates-per-epoch", type=int, default=0, help="0: one pass over the data")
+    p.add_argument(
+        "--reward-windows",
+        type=float,
+        default=0.0,
+        help="share of each batch holding a real reward (sparse-reward games)",
+    )
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--start-bank", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)

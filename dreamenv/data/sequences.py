@@ -30,9 +30,20 @@ def split_episodes(
 
 
 class SequenceSampler:
-    """Uniformly random windows of ``seq_len`` transitions (masked past an episode's end)."""
+    """Uniformly random windows of ``seq_len`` transitions (masked past an episode's end).
 
-    def __init__(self, episodes: list[Episode], stack: int, seq_len: int, seed: int = 0) -> None:
+    With ``reward_windows=f``, a share ``f`` of every batch are windows that contain a real
+    nonzero reward, so a reward head sees sparse rewards often enough to learn them.
+    """
+
+    def __init__(
+        self,
+        episodes: list[Episode],
+        stack: int,
+        seq_len: int,
+        seed: int = 0,
+        reward_windows: float = 0.0,
+    ) -> None:
         self.episodes = [e for e in episodes if len(e) > 0]
         if not self.episodes:
             raise DatasetError("No episode with at least one step to train on; collect more data.")
@@ -41,6 +52,9 @@ class SequenceSampler:
         self.lengths = np.array([len(e) for e in self.episodes])
         self.weights = self.lengths / self.lengths.sum()
         self.rng = np.random.default_rng(seed)
+        self.reward_windows = reward_windows
+        events = [(i, t) for i, e in enumerate(self.episodes) for t in np.flatnonzero(e.rewards)]
+        self.reward_events = np.array(events, dtype=np.int64).reshape(-1, 2)
 
     @property
     def num_steps(self) -> int:
@@ -51,6 +65,12 @@ class SequenceSampler:
         ``terminated``, ``mask`` (B, L)."""
         which = self.rng.choice(len(self.episodes), size=batch_size, p=self.weights)
         starts = (self.rng.random(batch_size) * self.lengths[which]).astype(np.int64)
+        n_reward = int(round(self.reward_windows * batch_size)) if len(self.reward_events) else 0
+        if n_reward:  # windows that hold a real reward somewhere inside
+            events = self.reward_events[self.rng.integers(0, len(self.reward_events), n_reward)]
+            which[:n_reward] = events[:, 0]
+            offsets = self.rng.integers(0, self.seq_len, n_reward)
+            starts[:n_reward] = np.maximum(events[:, 1] - offsets, 0)
         return self.window(which, starts)
 
     def window(self, which: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,0 +1,79 @@
+"""Training windows and start contexts cut from episodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dreamenv import ConfigError, FitConfig, fit
+from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_episodes
+from dreamenv.data.store import Episode
+from dreamenv.envs.atari import stack_frames
+
+
+def episode(length: int, reward_at: tuple[int, ...] = (), seed: int = 0) -> Episode:
+    rng = np.random.default_rng(seed)
+    rewards = np.zeros(length, np.float32)
+    rewards[list(reward_at)] = 1.0
+    terminated = np.zeros(length, bool)
+    terminated[-1] = True
+    return Episode(
+        frames=rng.integers(0, 255, (length + 1, 8, 8), dtype=np.uint8),
+        actions=rng.integers(0, 4, length),
+        rewards=rewards,
+        terminated=terminated,
+        truncated=np.zeros(length, bool),
+    )
+
+
+def test_windows_are_masked_past_the_episode_end() -> None:
+    ep = episode(5)
+    sampler = SequenceSampler([ep], stack=2, seq_len=4)
+    batch = sampler.window(np.array([0]), np.array([3]))
+    assert batch["mask"][0].tolist() == [True, True, False, False]
+    assert batch["terminated"][0].tolist() == [False, True, False, False]
+    np.testing.assert_array_equal(batch["frames"][0, 0], stack_frames(ep.frames, np.array(3), 2))
+
+
+def test_reward_windows_hold_a_reward() -> None:
+    episodes = [episode(200, (150,), seed=1), episode(200, seed=2)]
+    uniform = SequenceSampler(episodes, stack=2, seq_len=8, seed=0)
+    biased = SequenceSampler(episodes, stack=2, seq_len=8, seed=0, reward_windows=0.5)
+    share = lambda s: np.mean([(s.sample(16)["rewards"] != 0).any(1).mean() for _ in range(20)])  # noqa: E731
+    assert share(biased) >= 0.5
+    assert share(uniform) < 0.2
+
+
+def test_reward_windows_without_rewards_fall_back_to_uniform() -> None:
+    sampler = SequenceSampler([episode(50)], stack=2, seq_len=8, reward_windows=1.0)
+    assert sampler.sample(4)["frames"].shape == (4, 9, 2, 8, 8)
+
+
+def test_fit_rejects_a_bad_reward_share(store_dir, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"reward_windows must lie in \[0, 1\]"):
+        fit(
+            store_dir,
+            tmp_path / "m",
+            preset="tiny",
+            config=FitConfig(reward_windows=1.5),
+            progress=False,
+        )
+
+
+def test_start_bank_observations_match_stack_frames() -> None:
+    ep = episode(30)
+    bank = build_start_bank([ep], size=5, context=4, stack=3, seed=0)
+    obs = bank.observations(4)
+    assert obs.shape == (5, 4, 3, 8, 8) and bank.actions.shape == (5, 3)
+    for n in range(5):  # every stacked observation is a real one of the episode
+        positions = [
+            t for t in range(31) if (stack_frames(ep.frames, np.array(t), 3) == obs[n, -1]).all()
+        ]
+        assert positions and 3 <= positions[0] <= 29
+
+
+def test_split_keeps_some_episodes_for_validation() -> None:
+    episodes = [episode(5, seed=i) for i in range(20)]
+    train, val = split_episodes(episodes, 0.1)
+    assert len(val) == 2 and len(train) == 18
+    assert split_episodes(episodes[:1], 0.1) == (episodes[:1], episodes[:1])
