@@ -28,6 +28,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -301,6 +302,27 @@ def make_agent(
     )
 
 
+class ProgressCallback(BaseCallback):
+    """A tqdm bar over the imagined steps of ``learn`` (SB3's own bar needs ``rich``)."""
+
+    def __init__(self, total: int, desc: str = "dream") -> None:
+        super().__init__()
+        self.total = total
+        self.desc = desc
+        self.bar: Any = None
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.total, desc=self.desc, unit="step")
+        self._start = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.num_timesteps - self._start - self.bar.n)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
 def train_in_dream(
     checkpoint: str | Path | Checkpoint,
     timesteps: int,
@@ -327,7 +349,8 @@ def train_in_dream(
         agent = make_agent(algo, dream, seed=seed, device=device, **agent_kwargs)
     else:
         agent.set_env(dream)
-    agent.learn(timesteps, progress_bar=progress, reset_num_timesteps=False)
+    callback = ProgressCallback(timesteps) if progress else None
+    agent.learn(timesteps, callback=callback, reset_num_timesteps=False)
     return agent
 
 

@@ -305,3 +305,11 @@ def test_infer_obs_type(ckpt: dreamenv.Checkpoint, obs_type: str) -> None:
 def test_infer_obs_type_mismatch(ckpt: dreamenv.Checkpoint, space: gym.Space) -> None:
     with pytest.raises(CheckpointError, match=r"matches no observation of the checkpoint .*'pong'"):
         infer_obs_type(space, ckpt)
+
+
+def test_train_in_dream_shows_progress_without_rich(checkpoint_dir, capsys) -> None:
+    from dreamenv.sb3 import train_in_dream
+
+    agent = train_in_dream(checkpoint_dir, 64, num_envs=2, progress=True, n_steps=32, batch_size=32)
+    assert agent.num_timesteps >= 64
+    assert "dream" in capsys.readouterr().err
