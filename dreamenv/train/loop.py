@@ -119,18 +119,14 @@ class LoopConfig:
 LOOP_PRESETS: dict[str, LoopConfig] = {
     "atari100k": LoopConfig(),
     "quick": LoopConfig(
-        iterations=2,
-        initial_steps=30_000,
+        iterations=1,
+        initial_steps=40_000,
         steps_per_iteration=10_000,
-        wm_epochs=(10, 3),
+        wm_epochs=(11, 3),
         warmup_epochs=4,
         preset="small",
         fit=FitConfig(
-            epochs=1,
-            warmup_epochs=0,
-            batch_size=32,
-            seq_len=16,
-            updates_per_epoch=150,
+            epochs=1, warmup_epochs=0, batch_size=32, seq_len=16, updates_per_epoch=150,
             reward_windows=0.25,
         ),
         rollouts=(375, 125),
@@ -139,8 +135,9 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
     ),
 }
 """``atari100k``: the paper's protocol (meant for a GPU). ``quick``: scaled down for 2 CPU
-cores: 40K real steps in two iterations, 150 updates per world-model epoch (600 of VQ-VAE
-warm-up), windows holding rewards oversampled, 400K imagined PPO steps."""
+cores: one iteration of 40K random real steps, 11 world-model epochs of 150 updates (4 of
+VQ-VAE warm-up), windows holding rewards oversampled, 300K imagined PPO steps; pass
+``--iterations 2`` (or more) to go on collecting with the policy."""
 
 
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
