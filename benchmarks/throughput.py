@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="torch.set_num_threads(N) (default: torch's own choice)",
     )
+    parser.add_argument(
+        "--ale-threads",
+        type=int,
+        default=0,
+        help="threads of ale-py's vector env (default 0: ale-py's own choice)",
+    )
     args = parser.parse_args(argv)
     if args.devices is None:
         args.devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -153,9 +159,9 @@ def random_actions(batch: int, num_actions: int, seed: int = 0) -> np.ndarray:
     return rng.integers(0, num_actions, size=(ACTION_POOL, batch), dtype=np.int64)
 
 
-def bench_ale(spec: AtariSpec, batch: int, seconds: float) -> tuple[int, float]:
+def bench_ale(spec: AtariSpec, batch: int, seconds: float, threads: int = 0) -> tuple[int, float]:
     """Timed calls and seconds of ale-py's vector env (``make_ale_vector``) at ``batch``."""
-    env = make_ale_vector(spec, batch)
+    env = make_ale_vector(spec, batch, num_threads=threads)
     try:
         env.reset(seed=0)
         actions = random_actions(batch, int(env.single_action_space.n))
@@ -217,7 +223,7 @@ def header_lines(args: argparse.Namespace, spec: AtariSpec, load: float) -> list
         "model's mostly do) and the work per step does not depend on the weights.",
         f"- ALE: make_ale_vector(AtariSpec({spec.game!r}), batch): {spec.screen_size}x"
         f"{spec.screen_size} grayscale single frames, frame_skip={spec.frame_skip}, no frame "
-        "stacking; ale-py picks its own threads (num_threads=0).",
+        f"stacking; ale-py threads: {args.ale_threads or 'its own choice'}.",
         f"- Timing: {WARMUP_CALLS} warm-up calls, then {args.seconds:g} s of step() calls with "
         "pre-generated random int64 actions; steps/s = batch * calls / seconds.",
         f"- torch {torch.__version__}, threads {torch.get_num_threads()}; ale-py "
@@ -276,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for batch in args.batches:
-        calls, seconds = bench_ale(spec, batch, args.seconds)
+        calls, seconds = bench_ale(spec, batch, args.seconds, args.ale_threads)
         rows.append(make_row("ale", "-", "cpu", batch, calls, seconds))
         log(f"ale batch={batch}: {rows[-1]['steps_per_s']:,.0f} steps/s")
     with tempfile.TemporaryDirectory(prefix="dreamenv-bench-") as tmp:
