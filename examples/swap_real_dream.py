@@ -1,7 +1,7 @@
 """Swap real and imagined environments: train in the dream, play the same agent object in
 the real game, and print the returns of both.
 
-    python examples/swap_real_dream.py --checkpoint runs/pong/model --dream-steps 50000
+    python examples/swap_real_dream.py --checkpoint runs/kfm/model --dream-steps 50000
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import dreamenv  # noqa: F401  (registers dreamenv/Dream-v0 and dreamenv/Real-v0
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default="runs/pong/model", help="world-model directory")
+    p.add_argument("--checkpoint", default="runs/kfm/model", help="world-model directory")
     p.add_argument("--dream-steps", type=int, default=50_000, help="imagined PPO steps")
     p.add_argument("--episodes", type=int, default=4, help="episodes to play in each env")
     p.add_argument("--max-steps", type=int, default=None, help="cap on a real episode's length")
