@@ -66,7 +66,8 @@ def open_loop(
         seed: seeds the model's sampling.
     """
     b, t1 = frames.shape[:2]
-    real = model.encode(frames.flatten(0, 1)).view(b, t1, *model.encode(frames[:1, 0]).shape[1:])
+    real = model.encode(frames.flatten(0, 1))
+    real = real.view(b, t1, *real.shape[1:])
     state = model.initial_state(real[:, :burn_in], actions[:, : burn_in - 1])
     rng = BatchRandom(b, model.device)
     rng.set_keys(torch.arange(b), [key_from_seed(seed + i) for i in range(b)])

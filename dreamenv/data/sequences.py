@@ -117,11 +117,13 @@ class StartBank:
     def context(self) -> int:
         return self.actions.shape[1] + 1
 
-    def observations(self, burn_in: int) -> np.ndarray:
-        """The last ``burn_in`` stacked observations of every start: ``(N, burn_in, stack, S, S)``."""
+    def observations(self, burn_in: int, starts: np.ndarray | None = None) -> np.ndarray:
+        """The last ``burn_in`` stacked observations of ``starts`` (all if None):
+        ``(len(starts), burn_in, stack, S, S)``."""
         k, s = self.context, self.stack
         idx = np.arange(k - burn_in, k)[:, None] + np.arange(s)[None]
-        return self.frames[:, idx]
+        frames = self.frames if starts is None else self.frames[starts]
+        return frames[:, idx]
 
 
 def build_start_bank(

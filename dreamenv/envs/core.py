@@ -144,7 +144,7 @@ class DreamCore:
         encoded once, on first use, and cached."""
         todo = torch.unique(starts[~self._bank_encoded[starts]])
         if len(todo):
-            obs = self.checkpoint.start_bank.observations(self.options.burn_in)[todo.cpu().numpy()]
+            obs = self.checkpoint.start_bank.observations(self.options.burn_in, todo.cpu().numpy())
             flat = torch.as_tensor(obs.reshape(-1, *obs.shape[2:]), device=self.device)
             latents = self.model.encode(flat).view(len(todo), self.options.burn_in, -1)
             if self._bank_latents is None:
@@ -159,7 +159,7 @@ class DreamCore:
     def latent_shape(self) -> tuple[int, ...]:
         """Shape of one env's latent (probed once from the model)."""
         if not hasattr(self, "_latent_shape"):
-            probe = self.checkpoint.start_bank.observations(1)[:1, 0]
+            probe = self.checkpoint.start_bank.observations(1, np.arange(1))[:, 0]
             shape = self.model.encode(torch.as_tensor(probe, device=self.device)).shape[1:]
             self._latent_shape = tuple(shape)
         return self._latent_shape

@@ -126,7 +126,11 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         warmup_epochs=4,
         preset="small",
         fit=FitConfig(
-            epochs=1, warmup_epochs=0, batch_size=32, seq_len=16, updates_per_epoch=150,
+            epochs=1,
+            warmup_epochs=0,
+            batch_size=32,
+            seq_len=16,
+            updates_per_epoch=150,
             reward_windows=0.25,
         ),
         rollouts=(375, 125),
