@@ -65,6 +65,23 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, object]:
+    """``["jump=4", "stochastic=categorical"]`` -> ``{"jump": 4, "stochastic": "categorical"}``
+    (values are read as JSON where they parse, else kept as strings)."""
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set takes KEY=VALUE (such as jump=4), got {item!r}.")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+        if isinstance(overrides[key], list):
+            overrides[key] = tuple(overrides[key])
+    return overrides
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from dreamenv.train.fit import FitConfig, fit
 
@@ -87,6 +104,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         args.out,
         family=args.family,
         preset=args.preset,
+        model_overrides=parse_overrides(args.set),
         config=config,
         progress=not args.quiet,
     )
@@ -327,8 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train a world model on an episode store (resumable)")
     p.add_argument("store")
     p.add_argument("--out", required=True, help="checkpoint directory (continued if unfinished)")
-    p.add_argument("--family", default="discrete")
-    p.add_argument("--preset", default="small")
+    p.add_argument(
+        "--family",
+        default="discrete",
+        help="world-model family: discrete, dssm_det, dssm_vae, sssm, sssm_jumpy, ar, rar, "
+        "mdnrnn, rssm",
+    )
+    p.add_argument("--preset", default="small", help="size preset: paper, small or tiny")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model setting (repeatable), e.g. --set jump=4 --set stochastic=categorical",
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--warmup-epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
@@ -358,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100_000, help="imagined steps to train")
     p.add_argument("--algo", default="ppo", choices=("ppo", "a2c", "dqn"))
     p.add_argument("--envs", type=int, default=16)
-    p.add_argument("--obs-type", default="indices", choices=("indices", "embeddings", "pixels"))
+    p.add_argument(
+        "--obs-type", default=None, help="the family's observation type (default: its first)"
+    )
     p.add_argument("--horizon", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

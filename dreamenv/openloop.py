@@ -4,7 +4,7 @@ compare with what really happened (``dreamenv video`` and ``dreamenv inspect``).
 Example:
     >>> obs, actions, rewards = real_segments(store, length=50, count=8, burn_in=4)
     >>> pred = open_loop(model, obs, actions, burn_in=4)
-    >>> pred.latents.shape  # (8, 50, 6, 6): imagined latents of steps 1..50
+    >>> pred.latents.shape  # (8, 50, 6, 6): imagined latents of steps 1..50 (discrete)
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from dreamenv.random import BatchRandom, key_from_seed
 
 @dataclass
 class OpenLoop:
-    """The imagined continuation of a batch of real segments."""
+    """The imagined continuation of a batch of real segments, beside the real one."""
 
     latents: torch.Tensor
     """``(B, H, ...)`` imagined latents after each of the H actions."""
     reward_logits: torch.Tensor
     """``(B, H, len(reward_support))`` reward scores of each imagined step."""
     real_latents: torch.Tensor
-    """``(B, burn_in + H, ...)`` encoded real observations of the whole segment."""
+    """``(B, H, ...)`` the latents of the real observations after the same actions (the
+    model following the real segment, as the real env does)."""
 
 
 def real_segments(
@@ -65,17 +66,28 @@ def open_loop(
         burn_in: real observations given to the model before it imagines.
         seed: seeds the model's sampling.
     """
+    if model.jump > 1:
+        from dreamenv.errors import ConfigError
+
+        raise ConfigError(
+            f"open-loop inspection takes models that advance one real step per step; this one "
+            f"jumps {model.jump} (compare it with benchmarks/models.py instead)."
+        )
     b, t1 = frames.shape[:2]
-    real = model.encode(frames.flatten(0, 1))
-    real = real.view(b, t1, *real.shape[1:])
-    state = model.initial_state(real[:, :burn_in], actions[:, : burn_in - 1])
+    embeddings = model.encode(frames.flatten(0, 1))
+    embeddings = embeddings.view(b, t1, *embeddings.shape[1:])
+    latent, state = model.initial_state(embeddings[:, :burn_in], actions[:, : burn_in - 1])
+    real_latent, real_state = latent.clone(), tuple(s.clone() for s in state)
     rng = BatchRandom(b, model.device)
     rng.set_keys(torch.arange(b), [key_from_seed(seed + i) for i in range(b)])
-    latent = real[:, burn_in - 1]
-    latents, rewards = [], []
+    latents, rewards, real_latents = [], [], []
     for k in range(burn_in - 1, actions.shape[1]):
         pred = model.step(state, latent, actions[:, k], rng)
         latent, state = pred.next_latent, pred.state
+        real_latent, real_state = model.filter(
+            real_state, real_latent, actions[:, k], embeddings[:, k + 1]
+        )
         latents.append(latent)
         rewards.append(pred.reward_logits)
-    return OpenLoop(torch.stack(latents, 1), torch.stack(rewards, 1), real)
+        real_latents.append(real_latent)
+    return OpenLoop(torch.stack(latents, 1), torch.stack(rewards, 1), torch.stack(real_latents, 1))

@@ -44,7 +44,8 @@ def inspect_checkpoint(
     frames = torch.as_tensor(seg["frames"])
     actions = torch.as_tensor(seg["actions"])
     pred = open_loop(model, frames, actions, burn_in, seed)
-    real_next = pred.real_latents[:, burn_in:]
+    real_next = pred.real_latents
+    integer = not pred.latents.dtype.is_floating_point
     reward_class = torch.as_tensor(seg["rewards"][:, burn_in - 1 :]).clamp(-1, 1).round().long() + 1
     rows = []
     for k in range(horizon):
@@ -54,7 +55,9 @@ def inspect_checkpoint(
         rows.append(
             {
                 "horizon": k + 1,
-                "latent_acc": float((pred.latents[:, k] == real_next[:, k]).float().mean()),
+                "latent_acc": float((pred.latents[:, k] == real_next[:, k]).float().mean())
+                if integer
+                else float("nan"),
                 "reward_acc": float(
                     (pred.reward_logits[:, k].argmax(-1) == reward_class[:, k]).float().mean()
                 ),

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import resolve_checkpoint
-from dreamenv.envs.real import LatentEncoder, RealVectorEnv
+from dreamenv.envs.real import LatentFilter, RealVectorEnv
 from dreamenv.envs.vector import DreamVectorEnv
 from dreamenv.errors import CheckpointError, ConfigError
 
@@ -240,8 +240,13 @@ def action_logits(agent: BaseAlgorithm, obs: np.ndarray) -> torch.Tensor:
 
 
 class AgentPolicy:
-    """A saved SB3 agent acting on real frames through a checkpoint's encoder, sampling at
-    ``temperature`` (a :data:`dreamenv.data.collect.Policy` for collection)."""
+    """A saved SB3 agent acting on real frames through a checkpoint's model, sampling at
+    ``temperature`` (a :data:`dreamenv.data.collect.Policy` for collection).
+
+    It follows each env's game with the model (:class:`~dreamenv.envs.real.LatentFilter`),
+    so families with memory see the same observations as in the dream; the collection
+    tells it which games restarted (:meth:`restart`).
+    """
 
     def __init__(
         self,
@@ -253,17 +258,35 @@ class AgentPolicy:
         if temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {temperature!r}.")
         self.agent = load_agent(agent, device) if isinstance(agent, (str, Path)) else agent
-        ckpt = resolve_checkpoint(checkpoint, device, None)
-        self.encoder = LatentEncoder(
-            ckpt, infer_obs_type(self.agent.observation_space, ckpt), device
-        )
+        self.checkpoint = resolve_checkpoint(checkpoint, device, None)
+        if self.checkpoint.model.jump > 1:
+            raise ConfigError(
+                f"collecting with an agent of a jumpy model (jump={self.checkpoint.model.jump}) "
+                "is not supported: collect with a random policy, or use a model with jump=1."
+            )
+        self.obs_type = infer_obs_type(self.agent.observation_space, self.checkpoint)
+        self.device = device
         self.temperature = temperature
+        self.filter: LatentFilter | None = None
+        self.last_actions: np.ndarray | None = None
+
+    def restart(self, frames: np.ndarray, mask: np.ndarray) -> None:
+        """The games of ``mask`` restarted and now show the stacks ``frames[mask]``."""
+        if self.filter is not None and mask.any():
+            self.filter.reset(frames[mask], np.flatnonzero(mask))
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        logits = action_logits(self.agent, self.encoder(frames)) / self.temperature
+        if self.filter is None or self.filter.num_envs != len(frames):
+            self.filter = LatentFilter(self.checkpoint, self.obs_type, len(frames), self.device)
+            self.filter.reset(frames)
+        else:
+            self.filter.step(frames, self.last_actions)
+        logits = action_logits(self.agent, self.filter.observe(frames)) / self.temperature
         probs = torch.softmax(logits.double(), -1).cpu().numpy()
         u = rng.random((len(probs), 1))
-        return np.minimum((probs.cumsum(-1) < u).sum(-1), probs.shape[1] - 1).astype(np.int64)
+        actions = np.minimum((probs.cumsum(-1) < u).sum(-1), probs.shape[1] - 1).astype(np.int64)
+        self.last_actions = actions
+        return actions
 
 
 def make_agent(
@@ -329,7 +352,7 @@ def train_in_dream(
     *,
     algo: str = "ppo",
     num_envs: int = 16,
-    obs_type: str = "indices",
+    obs_type: str | None = None,
     horizon: int = 50,
     seed: int = 0,
     device: str = "cpu",
@@ -387,7 +410,7 @@ def evaluate(
             return agent.predict(obs, deterministic=deterministic)[0]
 
     num_envs = max(1, min(num_envs, episodes))
-    env = RealVectorEnv(ckpt, num_envs, obs_type=obs_type or "indices", device=device)
+    env = RealVectorEnv(ckpt, num_envs, obs_type=obs_type, device=device)
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
     returns: list[float] = []
     running = np.zeros(num_envs)

@@ -53,8 +53,9 @@ def _rollout(ckpt: dreamenv.Checkpoint, steps: int = 5) -> list[torch.Tensor]:
     out = []
     with torch.no_grad():
         latents = model.encode(obs).view(b, 2, 6, 6)
-        state = model.initial_state(latents, torch.as_tensor(ckpt.start_bank.actions[:, -1:]))
-        latent = latents[:, -1]
+        latent, state = model.initial_state(
+            latents, torch.as_tensor(ckpt.start_bank.actions[:, -1:])
+        )
         for t in range(steps):
             pred = model.step(state, latent, torch.full((b,), t % 6), rng)
             out += [pred.next_latent, pred.reward_logits, pred.termination_logits]

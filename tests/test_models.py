@@ -85,8 +85,9 @@ def test_step_returns_valid_predictions(model: DiscreteWorldModel) -> None:
     b, k = 3, 4
     with torch.no_grad():
         latents = model.encode(_frames(b * k).view(b * k, *SPEC.frame_shape)).view(b, k, 6, 6)
-        state = model.initial_state(latents, torch.randint(0, ACTIONS, (b, k - 1)))
-        pred = model.step(state, latents[:, -1], torch.tensor([0, 3, 5]), _rng(b))
+        latent, state = model.initial_state(latents, torch.randint(0, ACTIONS, (b, k - 1)))
+        pred = model.step(state, latent, torch.tensor([0, 3, 5]), _rng(b))
+    torch.testing.assert_close(latent, latents[:, -1], rtol=0, atol=0)
     assert pred.next_latent.shape == (b, 6, 6)
     assert pred.next_latent.dtype == torch.int64
     assert int(pred.next_latent.min()) >= 0

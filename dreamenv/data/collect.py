@@ -24,7 +24,9 @@ from dreamenv.envs.atari import AtariSpec, FrameStacker, make_ale_vector
 from dreamenv.errors import ConfigError
 
 Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-"""Maps stacked uint8 frames ``(N, stack, S, S)`` and a generator to ``(N,)`` int64 actions."""
+"""Maps stacked uint8 frames ``(N, stack, S, S)`` and a generator to ``(N,)`` int64 actions.
+A policy with memory may also have ``restart(frames, mask)``: the collection calls it when the
+games of ``mask`` restart (their new first stacks in ``frames[mask]``)."""
 
 
 class RandomPolicy:
@@ -125,6 +127,8 @@ def collect(
             stacker.push(last_frames)
             if done.any():
                 stacker.reset(new_frames, done)
+                if hasattr(policy, "restart"):
+                    policy.restart(stacker.buffer, done)
             taken += num_envs
             bar.update(num_envs)
             if sum(len(e) for e in pending) >= chunk_steps:

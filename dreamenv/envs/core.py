@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,10 @@ class DreamOptions:
 
     horizon: int = 50
     """Steps after which an imagined episode is truncated (never terminated)."""
-    obs_type: str = "indices"
-    """``"indices"`` (codes, MultiDiscrete), ``"embeddings"`` (float), ``"pixels"`` (decoded uint8)."""
+    obs_type: str | None = None
+    """What the env observes, one of the family's ``obs_types`` (None: its first). Discrete:
+    ``"indices"`` (codes), ``"embeddings"`` (codebook vectors), ``"pixels"`` (decoded);
+    state-space families: ``"state"`` or ``"pixels"``."""
     reward_mode: str = "sample"
     """``"sample"`` from the reward head, its ``"mean"``, or its ``"mode"``."""
     use_termination: bool = True
@@ -45,10 +48,20 @@ class DreamOptions:
     """Real observations each episode starts from (the last is the first observation)."""
     device: str = "cpu"
     """Torch device of the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``."""
+    temperature: float = 1.0
+    """Sampling temperature of the model's imagined transitions (1: as trained; 0: its mode)."""
 
     def validate(self, context: int, obs_types: tuple[str, ...]) -> None:
         if not (isinstance(self.horizon, (int, np.integer)) and self.horizon >= 1):
             raise ConfigError(f"horizon must be a positive int (default 50), got {self.horizon!r}.")
+        if not (
+            isinstance(self.temperature, (int, float, np.floating))
+            and np.isfinite(self.temperature)
+            and self.temperature >= 0
+        ):
+            raise ConfigError(
+                f"temperature must be a finite number >= 0 (default 1.0), got {self.temperature!r}."
+            )
         if self.obs_type not in obs_types:
             raise ConfigError(f"obs_type must be one of {list(obs_types)}, got {self.obs_type!r}.")
         if self.reward_mode not in REWARD_MODES:
@@ -118,6 +131,8 @@ class DreamCore:
         options = options or DreamOptions()
         check_num_envs(num_envs)
         ckpt = resolve_checkpoint(checkpoint, options.device, game)
+        if options.obs_type is None:
+            options = dataclasses.replace(options, obs_type=ckpt.model.obs_types[0])
         options.validate(ckpt.start_bank.context, ckpt.model.obs_types)
         self.checkpoint = ckpt
         self.model = ckpt.model
@@ -125,11 +140,11 @@ class DreamCore:
         self.num_envs = int(num_envs)
         self.device = torch.device(options.device)
         self.observation_space = self.model.observation_space(options.obs_type)
-        self.action_space = gym.spaces.Discrete(self.model.num_actions)
+        self.action_space = self.model.action_space
         self.rewards = self.model.reward_values()
         self.rng = BatchRandom(self.num_envs, self.device)
         self.bank_size = ckpt.start_bank.size
-        self._bank_latents: torch.Tensor | None = None  # encoded lazily, start by start
+        self._bank_embeddings: torch.Tensor | None = None  # encoded lazily, start by start
         self._bank_encoded = torch.zeros(self.bank_size, dtype=torch.bool, device=self.device)
         self.bank_actions = torch.as_tensor(
             ckpt.start_bank.actions[:, ckpt.start_bank.context - options.burn_in :],
@@ -139,30 +154,23 @@ class DreamCore:
         self.state: tuple[torch.Tensor, ...] | None = None
         self.steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
 
-    def bank_latents(self, starts: torch.Tensor) -> torch.Tensor:
-        """Latents ``(len(starts), burn_in, ...)`` of start-bank entries; each entry is
+    def bank_embeddings(self, starts: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(len(starts), burn_in, ...)`` of start-bank entries; each entry is
         encoded once, on first use, and cached."""
         todo = torch.unique(starts[~self._bank_encoded[starts]])
         if len(todo):
             obs = self.checkpoint.start_bank.observations(self.options.burn_in, todo.cpu().numpy())
             flat = torch.as_tensor(obs.reshape(-1, *obs.shape[2:]), device=self.device)
-            latents = self.model.encode(flat).view(len(todo), self.options.burn_in, -1)
-            if self._bank_latents is None:
-                shape = (self.bank_size, *latents.shape[1:])
-                self._bank_latents = torch.zeros(shape, dtype=latents.dtype, device=self.device)
-            self._bank_latents[todo] = latents
+            embeddings = self.model.encode(flat)
+            embeddings = embeddings.view(len(todo), self.options.burn_in, *embeddings.shape[1:])
+            if self._bank_embeddings is None:
+                shape = (self.bank_size, *embeddings.shape[1:])
+                self._bank_embeddings = torch.zeros(
+                    shape, dtype=embeddings.dtype, device=self.device
+                )
+            self._bank_embeddings[todo] = embeddings
             self._bank_encoded[todo] = True
-        latent_shape = self.latent_shape
-        return self._bank_latents[starts].view(len(starts), self.options.burn_in, *latent_shape)
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        """Shape of one env's latent (probed once from the model)."""
-        if not hasattr(self, "_latent_shape"):
-            probe = self.checkpoint.start_bank.observations(1, np.arange(1))[:, 0]
-            shape = self.model.encode(torch.as_tensor(probe, device=self.device)).shape[1:]
-            self._latent_shape = tuple(shape)
-        return self._latent_shape
+        return self._bank_embeddings[starts]
 
     # --- episodes ----------------------------------------------------------------------
     def seed(self, index: np.ndarray, keys: list[int]) -> None:
@@ -175,17 +183,18 @@ class DreamCore:
         idx = torch.as_tensor(index, dtype=torch.int64, device=self.device)
         u = self.rng.uniform((), idx)
         starts = (u * self.bank_size).long().clamp_(max=self.bank_size - 1)
-        latents = self.bank_latents(starts)
-        state = self.model.initial_state(latents, self.bank_actions[starts])
+        latent, state = self.model.initial_state(
+            self.bank_embeddings(starts), self.bank_actions[starts]
+        )
         if self.state is None:
             if len(idx) != self.num_envs:
                 raise StateError(
                     "The first reset must reset every env; call reset() without a mask."
                 )
-            self.latent = latents[:, -1].clone()
+            self.latent = latent.clone()
             self.state = tuple(s.clone() for s in state)
         else:
-            self.latent[idx] = latents[:, -1]
+            self.latent[idx] = latent
             for old, new in zip(self.state, state, strict=True):
                 old[idx] = new
         self.steps[idx] = 0
@@ -194,13 +203,15 @@ class DreamCore:
         """``actions`` as a validated int64 tensor of shape ``(num_envs,)``."""
         if self.state is None:
             raise StateError("Cannot call step() before reset(); call reset() first.")
-        arr = validate_actions(actions, self.num_envs, self.checkpoint.action_meanings)
+        arr = validate_actions(
+            actions, self.num_envs, self.checkpoint.action_meanings, self.model.jump
+        )
         return torch.as_tensor(arr, device=self.device)
 
     @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Advance every env one imagined step: returns reward, terminated, truncated."""
-        pred = self.model.step(self.state, self.latent, actions, self.rng)
+        pred = self.model.step(self.state, self.latent, actions, self.rng, self.options.temperature)
         u = self.rng.uniform((2,))
         probs = torch.softmax(pred.reward_logits, -1)
         mode = self.options.reward_mode
@@ -271,13 +282,18 @@ class DreamCore:
         self.rng.load_state_dict(state["rng"])
 
 
-def validate_actions(actions: Any, num_envs: int, meanings: tuple[str, ...]) -> np.ndarray:
-    """``actions`` as int64 ``(num_envs,)``, or an :class:`InvalidActionError` saying why not."""
+def validate_actions(
+    actions: Any, num_envs: int, meanings: tuple[str, ...], jump: int = 1
+) -> np.ndarray:
+    """``actions`` as int64 ``(num_envs,)`` (or ``(num_envs, jump)`` chunks of a jumpy
+    model), or an :class:`InvalidActionError` saying why not."""
     arr = np.asarray(actions)
     n = len(meanings)
-    if arr.shape != (num_envs,):
+    shape = (num_envs,) if jump == 1 else (num_envs, jump)
+    if arr.shape != shape:
+        what = "one per env" if jump == 1 else f"a chunk of {jump} actions per env (jumpy model)"
         raise InvalidActionError(
-            f"actions must have shape ({num_envs},) (one per env), got shape {arr.shape}."
+            f"actions must have shape {shape} ({what}), got shape {arr.shape}."
         )
     if not np.issubdtype(arr.dtype, np.integer):
         integral = np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
@@ -293,3 +309,21 @@ def validate_actions(actions: Any, num_envs: int, meanings: tuple[str, ...]) -> 
             f"{', '.join(meanings)}), got {bad[:4].tolist()}."
         )
     return arr.astype(np.int64)
+
+
+def single_action(action: Any, space: gym.Space) -> np.ndarray:
+    """The action of a single env as an array of the space's shape (``()`` for ``Discrete``,
+    ``(jump,)`` for the chunks of a jumpy model); a wrong shape is an InvalidActionError."""
+    arr = np.asarray(action)
+    if isinstance(space, gym.spaces.Discrete):
+        if arr.shape not in ((), (1,)):
+            raise InvalidActionError(
+                f"action must be a single int in [0, {space.n - 1}], got shape {arr.shape}."
+            )
+        return arr.reshape(())
+    if arr.shape != space.shape:
+        raise InvalidActionError(
+            f"action must be a chunk of {space.shape[0]} ints (this is a jumpy model: one "
+            f"step applies {space.shape[0]} actions), got shape {arr.shape}."
+        )
+    return arr

@@ -17,8 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode
-from dreamenv.errors import InvalidActionError
+from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode, single_action
 from dreamenv.random import key_from_generator
 
 
@@ -28,11 +27,13 @@ class DreamEnv(gym.Env):
     Args:
         checkpoint: a checkpoint directory written by ``dreamenv fit`` (or a loaded one).
         horizon: steps after which an episode is truncated (default 50).
-        obs_type: ``"indices"``, ``"embeddings"`` or ``"pixels"``.
+        obs_type: one of the family's observation types (None: its default); discrete:
+            ``"indices"``, ``"embeddings"`` or ``"pixels"``; state-space: ``"state"``, ``"pixels"``.
         reward_mode: ``"sample"``, ``"mean"`` or ``"mode"`` of the reward head.
         use_termination: end episodes when the termination head says so.
         burn_in: real observations each episode starts from.
         device: ``"cpu"`` or ``"cuda"``.
+        temperature: sampling temperature of the model's transitions (0: its mode).
         render_mode: ``"rgb_array"`` (the decoded imagined frame) or None.
         game: if given, the game the checkpoint must model.
     """
@@ -44,15 +45,18 @@ class DreamEnv(gym.Env):
         checkpoint: str | Path | Checkpoint | None = None,
         *,
         horizon: int = 50,
-        obs_type: str = "indices",
+        obs_type: str | None = None,
         reward_mode: str = "sample",
         use_termination: bool = True,
         burn_in: int = 4,
         device: str = "cpu",
+        temperature: float = 1.0,
         render_mode: str | None = None,
         game: str | None = None,
     ) -> None:
-        options = DreamOptions(horizon, obs_type, reward_mode, use_termination, burn_in, device)
+        options = DreamOptions(
+            horizon, obs_type, reward_mode, use_termination, burn_in, device, temperature
+        )
         check_render_mode(render_mode)
         self.core = DreamCore(checkpoint, 1, options, game)
         self.render_mode = render_mode
@@ -73,12 +77,8 @@ class DreamEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One imagined step."""
-        arr = np.asarray(action)
-        if arr.shape not in ((), (1,)):
-            raise InvalidActionError(
-                f"action must be a single int in [0, {self.action_space.n - 1}], got shape {arr.shape}."
-            )
-        reward, terminated, truncated = self.core.step(self.core.check_actions(arr.reshape(1)))
+        arr = single_action(action, self.action_space)
+        reward, terminated, truncated = self.core.step(self.core.check_actions(arr[None]))
         return (
             self.core.observe()[0],
             float(reward[0]),

@@ -77,7 +77,7 @@ class DreamVectorEnv(VectorEnv):
     Args:
         checkpoint: a checkpoint directory written by ``dreamenv fit`` (or a loaded one).
         num_envs: episodes advanced together.
-        horizon, obs_type, reward_mode, use_termination, burn_in, device: see
+        horizon, obs_type, reward_mode, use_termination, burn_in, device, temperature: see
             :class:`~dreamenv.envs.core.DreamOptions`.
         autoreset_mode: gymnasium's ``NextStep`` (default), ``SameStep`` or ``Disabled``.
         render_mode: ``"rgb_array"`` or None.
@@ -92,16 +92,19 @@ class DreamVectorEnv(VectorEnv):
         num_envs: int = 1,
         *,
         horizon: int = 50,
-        obs_type: str = "indices",
+        obs_type: str | None = None,
         reward_mode: str = "sample",
         use_termination: bool = True,
         burn_in: int = 4,
         device: str = "cpu",
+        temperature: float = 1.0,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         game: str | None = None,
     ) -> None:
-        options = DreamOptions(horizon, obs_type, reward_mode, use_termination, burn_in, device)
+        options = DreamOptions(
+            horizon, obs_type, reward_mode, use_termination, burn_in, device, temperature
+        )
         check_render_mode(render_mode)
         self.core = DreamCore(checkpoint, num_envs, options, game)
         self.num_envs = self.core.num_envs

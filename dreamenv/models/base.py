@@ -4,11 +4,29 @@ A world model is a ``torch.nn.Module`` with one batched, explicit-state interfac
 envs use only this interface; the trainer uses only :meth:`WorldModel.loss` and
 :meth:`WorldModel.metrics`.
 
+Three kinds of tensors flow through it, all batch first:
+
+- an *embedding*: what :meth:`~WorldModel.encode` makes of one real observation, without
+  memory (a VQ-VAE's code indices, a convolutional encoding, a VAE's mean);
+- a *latent*: what the env observes (:meth:`~WorldModel.observe`) and decodes at the
+  current step (for the discrete model the code indices, for a state-space model its
+  state features, for an auto-regressive model the rendered frame);
+- a *state*: a tuple of tensors carried from step to step (:data:`State`).
+
+Dream envs start with :meth:`~WorldModel.initial_state` over real embeddings and advance
+with :meth:`~WorldModel.step`; real envs follow the real game with
+:meth:`~WorldModel.filter`, so both emit the same kind of observation.
+
+A *jumpy* model (``jump = c > 1``) advances ``c`` real steps per step: its actions are
+chunks ``(B, c)`` and its action space is ``MultiDiscrete([num_actions] * c)``; trained on
+windows of ``c * seq_len`` real steps that it sub-samples itself.
+
 Example:
     >>> from dreamenv.models import build_model
     >>> from dreamenv.envs.atari import AtariSpec
     >>> model = build_model("discrete", "small", AtariSpec("pong"), num_actions=6)
-    >>> latent = model.encode(torch.zeros(2, 4, 96, 96, dtype=torch.uint8))
+    >>> embedding = model.encode(torch.zeros(2, 4, 96, 96, dtype=torch.uint8))
+    >>> latent, state = model.initial_state(embedding[:, None], torch.zeros(2, 0).long())
 """
 
 from __future__ import annotations
@@ -18,6 +36,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,7 +75,10 @@ class WorldModel(nn.Module, ABC):
     reward_support: ClassVar[tuple[float, ...]] = (-1.0, 0.0, 1.0)
     """Reward values the reward head scores."""
     obs_types: ClassVar[tuple[str, ...]] = OBS_TYPES
-    """Observation types this family can emit."""
+    """Observation types this family can emit; the first is the default of the envs."""
+    has_warmup: ClassVar[bool] = True
+    """Whether :meth:`loss` has a representation-only ``"warmup"`` phase (others train
+    everything in both phases)."""
 
     def __init__(self, config: Any, spec: AtariSpec, num_actions: int) -> None:
         super().__init__()
@@ -67,20 +89,48 @@ class WorldModel(nn.Module, ABC):
     # --- the contract -------------------------------------------------------------------
     @abstractmethod
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Latents of real uint8 frames ``(B, *spec.frame_shape)``."""
+        """Embeddings of real uint8 observations ``(B, *spec.frame_shape)`` (no memory)."""
 
     @abstractmethod
-    def initial_state(self, latents: torch.Tensor, actions: torch.Tensor) -> State:
-        """Burn in over a real context: ``latents`` ``(B, K, ...)``, ``actions`` ``(B, K-1)``.
+    def initial_state(
+        self, embeddings: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, State]:
+        """Burn in over a real context of consecutive real observations.
 
-        The returned state is the one in which ``latents[:, -1]`` is the current latent.
+        Args:
+            embeddings: ``(B, K, ...)`` embeddings of ``K >= 1`` consecutive observations.
+            actions: ``(B, K-1)`` the real actions between them.
+
+        Returns:
+            The latent of the newest observation and the state to step from.
         """
 
     @abstractmethod
     def step(
-        self, state: State, latent: torch.Tensor, action: torch.Tensor, rng: BatchRandom
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        rng: BatchRandom,
+        temperature: float = 1.0,
     ) -> Prediction:
-        """One imagined transition for the whole batch; samples only from ``rng``."""
+        """One imagined transition for the whole batch; samples only from ``rng``.
+
+        Args:
+            action: ``(B,)`` int64, or ``(B, jump)`` action chunks of a jumpy model.
+            temperature: scales the randomness of the sampled transition (1: the model's
+                own distribution; smaller: closer to its mode).
+        """
+
+    def filter(
+        self, state: State, latent: torch.Tensor, action: torch.Tensor, embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, State]:
+        """Follow the real game: the latent and state after ``action`` (``(B,)``, or ``(B,
+        jump)``) led to the real observation of ``embedding``. Deterministic.
+
+        The default suits families whose latent is the embedding itself (no memory).
+        """
+        return embedding, state
 
     @abstractmethod
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
@@ -111,7 +161,33 @@ class WorldModel(nn.Module, ABC):
     def metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """Held-out metrics: ``recon_loss``, ``latent_acc``, ``reward_acc``, ``termination_acc``."""
 
+    def test_nll(self, batch: dict[str, torch.Tensor]) -> float:
+        """Negative log-likelihood (or its variational bound) of the frames of ``batch``
+        after its first ``context`` observations, in nats per pixel (lower is better).
+
+        ``batch`` is as in :meth:`loss`; families without a pixel likelihood raise
+        ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"the {self.family!r} family has no pixel likelihood")
+
     # --- shared helpers -----------------------------------------------------------------
+    def window_steps(self, seq_len: int) -> int:
+        """Real transitions per training window for ``seq_len`` (families with a context
+        or jumps ask for more; see :func:`dreamenv.models.common.window_steps`)."""
+        return seq_len
+
+    @property
+    def jump(self) -> int:
+        """Real steps per model step (``config.jump`` where the family has it, else 1)."""
+        return int(getattr(self.config, "jump", 1))
+
+    @property
+    def action_space(self) -> gym.Space:
+        """The single-env action space: ``Discrete(A)``, or ``MultiDiscrete([A] * jump)``."""
+        if self.jump == 1:
+            return gym.spaces.Discrete(self.num_actions)
+        return gym.spaces.MultiDiscrete(np.full(self.jump, self.num_actions, dtype=np.int64))
+
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups (families override to give heads their own rate)."""
         return [{"params": list(self.parameters()), "lr": lr}]

@@ -29,6 +29,7 @@ from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
+from dreamenv.models.common import sample_categorical
 from dreamenv.random import BatchRandom
 
 
@@ -326,20 +327,26 @@ class DiscreteWorldModel(WorldModel):
         shape = (batch, self.config.lstm_channels, self.grid, self.grid)
         return tuple(torch.zeros(shape, device=self.device) for _ in range(4))
 
-    def initial_state(self, latents: torch.Tensor, actions: torch.Tensor) -> State:
-        state = self.zero_state(latents.shape[0])
+    def initial_state(
+        self, embeddings: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, State]:
+        state = self.zero_state(embeddings.shape[0])
         for t in range(actions.shape[1]):
-            _, _, _, state = self.dynamics(self.embed(latents[:, t]), actions[:, t], state)
-        return state
+            _, _, _, state = self.dynamics(self.embed(embeddings[:, t]), actions[:, t], state)
+        return embeddings[:, -1], state
 
     def step(
-        self, state: State, latent: torch.Tensor, action: torch.Tensor, rng: BatchRandom
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        rng: BatchRandom,
+        temperature: float = 1.0,
     ) -> Prediction:
         logits, reward_logits, term_logits, state = self.dynamics(self.embed(latent), action, state)
-        cdf = torch.softmax(logits, 1).permute(0, 2, 3, 1).cumsum(-1)  # (B, G, G, K)
-        u = rng.uniform((self.grid, self.grid)).to(cdf.device)
-        next_latent = (cdf < u[..., None]).sum(-1).clamp_(max=self.config.num_codes - 1)
-        return Prediction(next_latent, reward_logits, term_logits, state)
+        probs = torch.softmax(logits / max(temperature, 1e-6), 1).permute(0, 2, 3, 1)
+        u = rng.uniform((self.grid, self.grid)).to(probs.device)
+        return Prediction(sample_categorical(probs, u), reward_logits, term_logits, state)
 
     # --- observations -------------------------------------------------------------------
     def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:

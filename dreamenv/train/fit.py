@@ -52,11 +52,13 @@ class FitConfig:
     epochs: int = 20
     """Total epochs, warm-up included."""
     warmup_epochs: int = 5
-    """First epochs that train the representation alone (the VQ-VAE warm-up)."""
+    """First epochs that train the representation alone (the VQ-VAE warm-up); families
+    without a warm-up (``has_warmup = False``) train everything in them, at ``lr``."""
     batch_size: int = 32
     """Sequences per update."""
     seq_len: int = 16
-    """Transitions per training sequence."""
+    """Model steps per training sequence (families add their context; jumpy models take
+    ``jump`` real steps per model step: see ``WorldModel.window_steps``)."""
     lr: float = 3e-4
     """Adam learning rate of joint training."""
     warmup_lr: float = 1e-3
@@ -207,11 +209,6 @@ def fit(
     stack = data.spec.frame_stack
     if not 0.0 <= config.reward_windows <= 1.0:
         raise ConfigError(f"reward_windows must lie in [0, 1], got {config.reward_windows!r}.")
-    sampler = SequenceSampler(
-        train_eps, stack, config.seq_len, seed=config.seed, reward_windows=config.reward_windows
-    )
-    val_sampler = SequenceSampler(val_eps, stack, config.seq_len, seed=config.seed + 1)
-    val_batches = [val_sampler.sample(config.batch_size) for _ in range(config.val_batches)]
     bank = build_start_bank(
         train_eps, config.start_bank_size, config.start_context, stack, seed=config.seed
     )
@@ -240,13 +237,19 @@ def fit(
         # marks the directory as this run's before its first save: a run killed during
         # that save starts afresh when called again
         write_json(state_path, {"progress": progress_state, "saved": False})
+    window = model.window_steps(config.seq_len)
+    sampler = SequenceSampler(
+        train_eps, stack, window, seed=config.seed, reward_windows=config.reward_windows
+    )
+    val_sampler = SequenceSampler(val_eps, stack, window, seed=config.seed + 1)
+    val_batches = [val_sampler.sample(config.batch_size) for _ in range(config.val_batches)]
     optimizer = torch.optim.Adam(model.param_groups(config.lr))
     scales = [g["lr"] / config.lr for g in optimizer.param_groups]
     if (out / OPTIMIZER_FILE).is_file() and progress_state["updates_total"] > 0:
         _load_optimizer(out / OPTIMIZER_FILE, optimizer)
     metrics = _MetricsLog(out / METRICS_FILE)
     per_epoch = config.updates_per_epoch or max(
-        1, sampler.num_steps // (config.batch_size * config.seq_len)
+        1, sampler.num_steps // (config.batch_size * window)
     )
     last_save = time.monotonic()
 
@@ -279,7 +282,7 @@ def fit(
         progress_state["updates_total"],
     )
     while epoch < config.epochs:
-        phase = "warmup" if epoch < config.warmup_epochs else "joint"
+        phase = "warmup" if epoch < config.warmup_epochs and model.has_warmup else "joint"
         base_lr = config.warmup_lr if phase == "warmup" else config.lr
         for group, scale in zip(optimizer.param_groups, scales, strict=True):
             group["lr"] = base_lr * scale

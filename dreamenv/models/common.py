@@ -1,0 +1,154 @@
+"""Pieces shared by the world-model families: pixel likelihoods, the binary reward
+representation of Buesing et al. (appendix A.2), action chunks of jumpy models, sampling.
+
+Example:
+    >>> logits = torch.zeros(2, 4, 96, 96)
+    >>> pixel_kl(logits, torch.zeros(2, 4, 96, 96, dtype=torch.uint8)).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+NLL_CONTEXT = 3
+"""Observations given as context before :meth:`WorldModel.test_nll` scores the rest (the
+paper's ``o_{-2:0}``)."""
+
+
+def to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames as floats in [0, 1]."""
+    return frames.float() * (1.0 / 255.0)
+
+
+def pixel_kl(logits: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean over pixels of KL(target || Bernoulli(sigmoid(logits))), in nats.
+
+    The pixels of ``frames`` (uint8) are read as pseudo-probabilities, as Buesing et al.
+    (appendix A.2) do; the KL is the cross-entropy minus the targets' own entropy, so a
+    perfect prediction scores 0. Shapes: ``(B, ...)`` -> ``(B,)``.
+    """
+    target = to_unit(frames)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    t = target.clamp(1e-6, 1 - 1e-6)
+    entropy = -(t * t.log() + (1 - t) * (1 - t).log())
+    return (bce - entropy).flatten(1).mean(1)
+
+
+def pixel_mean(logits: torch.Tensor) -> torch.Tensor:
+    """uint8 frames of the Bernoulli means of pixel ``logits``."""
+    return (torch.sigmoid(logits) * 255.0).round().to(torch.uint8)
+
+
+class RewardBits:
+    """The binary reward representation of Buesing et al. (appendix A.2).
+
+    A reward ``r`` becomes ``num_bits`` bits of ``floor(|r|)`` (least significant first),
+    a sign bit (``r < 0``) and a zero indicator (``r == 0``): ``num_bits + 2`` independent
+    Bernoulli variables. :meth:`sign_logits` turns their logits into scores over the dream
+    env's reward support ``(-1, 0, +1)`` (agents train on clipped rewards, as in Robine et al.).
+    """
+
+    def __init__(self, num_bits: int = 8) -> None:
+        self.num_bits = num_bits
+        self.size = num_bits + 2
+
+    def targets(self, rewards: torch.Tensor) -> torch.Tensor:
+        """``(...)`` real rewards -> ``(..., num_bits + 2)`` float targets in {0, 1}."""
+        magnitude = rewards.abs().floor().clamp(max=2**self.num_bits - 1).long()
+        powers = 2 ** torch.arange(self.num_bits, device=rewards.device)
+        bits = (magnitude[..., None] // powers) % 2
+        sign = (rewards < 0).long()[..., None]
+        zero = (rewards == 0).long()[..., None]
+        return torch.cat([bits, sign, zero], -1).float()
+
+    def loss(self, logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """Summed Bernoulli NLL of the bits, ``(...)`` per reward."""
+        return F.binary_cross_entropy_with_logits(
+            logits, self.targets(rewards), reduction="none"
+        ).sum(-1)
+
+    def sign_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., num_bits + 2)`` bit logits -> ``(..., 3)`` log-probabilities of -1, 0, +1."""
+        sign, zero = logits[..., -2], logits[..., -1]
+        log_zero = F.logsigmoid(zero)
+        log_nonzero = F.logsigmoid(-zero)
+        return torch.stack(
+            [log_nonzero + F.logsigmoid(sign), log_zero, log_nonzero + F.logsigmoid(-sign)], -1
+        )
+
+
+def reward_classes(rewards: torch.Tensor) -> torch.Tensor:
+    """Real rewards as classes of the support (-1, 0, +1): 0, 1, 2."""
+    return rewards.clamp(-1, 1).round().long() + 1
+
+
+def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF samples of categoricals over the last dim of ``probs``, given uniforms
+    ``u`` of shape ``probs.shape[:-1]``."""
+    cdf = probs.cumsum(-1)
+    return (cdf < u[..., None]).sum(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+def normal_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Standard normal samples from uniforms in (0, 1) (inverse CDF)."""
+    return math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)
+
+
+def window_steps(seq_len: int, jump: int, context: int = NLL_CONTEXT) -> int:
+    """Real transitions a training window needs for :func:`split_context`: the context,
+    then ``seq_len`` model steps of ``jump`` real steps each."""
+    return context - 1 + jump * seq_len
+
+
+def split_context(
+    batch: dict[str, torch.Tensor], jump: int = 1, context: int = NLL_CONTEXT
+) -> dict[str, torch.Tensor]:
+    """A window of real steps as a context and the model steps that follow it.
+
+    The first ``context`` observations (consecutive real steps) form the context; from the
+    last of them on, the model advances ``jump`` real steps per step (Buesing et al. 2.2):
+    observations are sub-sampled every ``jump``, actions become chunks, rewards are summed
+    over a chunk, a chunk is ``terminated`` if any of its steps is and counts (``mask``)
+    if its first step does. With ``jump=1`` this is just a split.
+
+    Args:
+        batch: ``frames`` ``(B, T+1, ...)``, ``actions``, ``rewards``, ``terminated``,
+            ``mask`` ``(B, T)``, as :class:`~dreamenv.data.sequences.SequenceSampler` gives.
+
+    Returns:
+        ``context`` ``(B, context, ...)`` uint8; ``frames`` ``(B, L, ...)``: the
+        observation after each model step; ``actions`` ``(B, L, jump)``; ``rewards``,
+        ``terminated``, ``mask`` ``(B, L)``; where ``L = (T - context + 1) // jump``.
+    """
+    b, steps = batch["actions"].shape
+    first = context - 1
+    n = (steps - first) // jump
+    if n < 1:
+        from dreamenv.errors import ConfigError
+
+        raise ConfigError(
+            f"a window of {steps} steps is too short for a context of {context} observations "
+            f"and one step of {jump}; raise seq_len."
+        )
+    end = first + n * jump
+    mask = batch["mask"][:, first:end].reshape(b, n, jump)
+    rewards = (batch["rewards"][:, first:end] * batch["mask"][:, first:end]).reshape(b, n, jump)
+    return {
+        "context": batch["frames"][:, :context],
+        "frames": batch["frames"][:, first + jump : end + 1 : jump],
+        "actions": batch["actions"][:, first:end].reshape(b, n, jump),
+        "rewards": rewards.sum(-1),
+        "terminated": batch["terminated"][:, first:end].reshape(b, n, jump).any(-1),
+        "mask": mask[..., 0],
+    }
+
+
+def action_chunk_onehot(actions: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """``(B, c)`` (or ``(B,)``) action chunks -> ``(B, c * num_actions)`` float one-hots."""
+    if actions.dim() == 1:
+        actions = actions[:, None]
+    return F.one_hot(actions, num_actions).float().flatten(1)
