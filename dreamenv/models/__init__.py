@@ -12,12 +12,15 @@ from dreamenv.models.base import (
     resolve_config,
 )
 from dreamenv.models.discrete import DiscreteConfig, DiscreteWorldModel
+from dreamenv.models.mdnrnn import MDNRNNConfig, MDNRNNWorldModel
 
 __all__ = [
     "FAMILIES",
     "OBS_TYPES",
     "DiscreteConfig",
     "DiscreteWorldModel",
+    "MDNRNNConfig",
+    "MDNRNNWorldModel",
     "Prediction",
     "State",
     "WorldModel",
