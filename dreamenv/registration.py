@@ -1,4 +1,5 @@
-"""Registers ``dreamenv/Dream-v0`` and ``dreamenv/Real-v0`` with gymnasium (on import)."""
+"""Registers ``dreamenv/Dream-v0``, ``dreamenv/Real-v0`` and the toy
+``dreamenv/BouncingBall-v0`` with gymnasium (on import)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import gymnasium as gym
 
 DREAM_ID = "dreamenv/Dream-v0"
 REAL_ID = "dreamenv/Real-v0"
+BOUNCING_BALL_ID = "dreamenv/BouncingBall-v0"
 
 
 def register_envs() -> None:
@@ -15,6 +17,12 @@ def register_envs() -> None:
             DREAM_ID,
             entry_point="dreamenv.envs.dream:DreamEnv",
             vector_entry_point="dreamenv.envs.vector:DreamVectorEnv",
+        )
+    if BOUNCING_BALL_ID not in gym.registry:
+        gym.register(
+            BOUNCING_BALL_ID,
+            entry_point="dreamenv.envs.toy:BouncingBallEnv",
+            max_episode_steps=None,
         )
     if REAL_ID not in gym.registry:
         gym.register(

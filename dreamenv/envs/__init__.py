@@ -5,6 +5,7 @@ from typing import Any
 
 _EXPORTS = {
     "AtariSpec": "dreamenv.envs.atari",
+    "BouncingBallEnv": "dreamenv.envs.toy",
     "DreamEnv": "dreamenv.envs.dream",
     "DreamVectorEnv": "dreamenv.envs.vector",
     "RealEnv": "dreamenv.envs.real",

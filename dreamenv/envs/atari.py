@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from dreamenv.envs.toy import TOY_GAMES
 from dreamenv.errors import ConfigError
+
+SCREEN_SIZES = (64, 80, 96)
+"""Frame sides the models take (multiples of 16)."""
 
 
 @lru_cache(maxsize=1)
@@ -33,10 +37,11 @@ def _rom_ids() -> tuple[str, ...]:
 
 
 def normalize_game(game: str) -> str:
-    """Return ale-py's ROM id for ``game``: ``"ALE/MsPacman-v5"``, ``"MsPacman"`` -> ``"ms_pacman"``.
+    """Return ale-py's ROM id for ``game``: ``"ALE/MsPacman-v5"``, ``"MsPacman"`` -> ``"ms_pacman"``;
+    dreamenv's toy games too (``"dreamenv/BouncingBall-v0"`` -> ``"bouncing_ball"``).
 
     Raises:
-        ConfigError: if no ROM of that name ships with ale-py.
+        ConfigError: if no ROM (or toy game) of that name exists.
     """
     if not isinstance(game, str) or not game:
         raise ConfigError(f"game must be a non-empty string such as 'pong', got {game!r}.")
@@ -45,6 +50,8 @@ def normalize_game(game: str) -> str:
     name = re.sub(r"NoFrameskip$", "", name)
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
     snake = snake.lower().replace("-", "_")
+    if snake in TOY_GAMES:
+        return snake
     ids = _rom_ids()
     for candidate in (snake, snake.replace("_", "")):
         if candidate in ids:
@@ -62,11 +69,12 @@ class AtariSpec:
     """How real Atari frames are produced and preprocessed (Robine et al. defaults)."""
 
     game: str = "pong"
-    """ale-py ROM id (``"pong"``, ``"ms_pacman"``); ``"ALE/Pong-v5"`` style names are accepted."""
+    """ale-py ROM id (``"pong"``, ``"ms_pacman"``; ``"ALE/Pong-v5"`` style names are accepted),
+    or a toy game of :mod:`dreamenv.envs.toy` (``"bouncing_ball"``)."""
     frame_skip: int = 4
     """Emulator frames per agent step (the last two are max-pooled)."""
     screen_size: int = 96
-    """Square side of the grayscale frames: 96 (paper) or 64."""
+    """Square side of the grayscale frames: 96 (paper), 80 (the bouncing ball) or 64."""
     frame_stack: int = 4
     """Frames stacked into one observation (1 disables stacking)."""
     repeat_action_probability: float = 0.0
@@ -78,8 +86,11 @@ class AtariSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "game", normalize_game(self.game))
-        if self.screen_size not in (64, 96):
-            raise ConfigError(f"screen_size must be 96 or 64, got {self.screen_size!r}.")
+        if self.screen_size not in SCREEN_SIZES:
+            raise ConfigError(
+                f"screen_size must be one of {SCREEN_SIZES} (the models need a multiple of 16), "
+                f"got {self.screen_size!r}."
+            )
         if not (isinstance(self.frame_skip, int) and self.frame_skip >= 1):
             raise ConfigError(f"frame_skip must be an int >= 1, got {self.frame_skip!r}.")
         if not (isinstance(self.frame_stack, int) and 1 <= self.frame_stack <= 16):
@@ -119,8 +130,20 @@ def make_ale_vector(
     """ale-py's native vector env producing single preprocessed frames of ``spec``.
 
     Observations have shape ``(num_envs, 1, S, S)``; stack them with :class:`FrameStacker`.
-    Rewards are the game's, unclipped. ``num_threads=0`` lets ale-py choose.
+    Rewards are the game's, unclipped. ``num_threads=0`` lets ale-py choose. A toy game
+    gives :class:`~dreamenv.envs.toy.BouncingBallVector`, with the same interface.
     """
+    if spec.game in TOY_GAMES:
+        from dreamenv.envs.toy import BouncingBallVector
+
+        return BouncingBallVector(
+            num_envs,
+            screen_size=spec.screen_size,
+            frame_skip=spec.frame_skip,
+            max_episode_frames=spec.max_episode_frames,
+            noop_max=spec.noop_max,
+            autoreset_mode=str(getattr(autoreset_mode, "value", autoreset_mode)),
+        )
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -145,6 +168,8 @@ def make_ale_vector(
 @lru_cache(maxsize=64)
 def action_meanings(game: str) -> tuple[str, ...]:
     """Names of the minimal action set of ``game`` in ale-py's order (``("NOOP", "FIRE", ...)``)."""
+    if normalize_game(game) in TOY_GAMES:
+        return TOY_GAMES[normalize_game(game)]
     import ale_py
     import ale_py.roms
 

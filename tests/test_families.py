@@ -1,0 +1,246 @@
+"""The same env-level tests for every world-model family: each is trained with
+``dreamenv fit --family NAME`` on the session's Pong store, then its dream and real envs
+must pass gymnasium's and SB3's checkers, agree between vector and single envs, repeat
+under the same seed, survive a save/load round trip, reject bad checkpoints, and let SB3
+PPO train in the dream and play the real game.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import dreamenv
+from dreamenv import CheckpointError, DreamEnv, DreamVectorEnv, RealEnv, RealVectorEnv
+from dreamenv.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from dreamenv.cli import main as cli_main
+from dreamenv.models import FAMILIES
+from dreamenv.sb3 import evaluate, make_agent, wrap
+
+FAMILY_NAMES = sorted(FAMILIES)
+N = 3
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(
+    store_dir: Path, tmp_path_factory: pytest.TempPathFactory, tiny_fit_config
+) -> Callable[[str], Path]:
+    """``family -> checkpoint``: the tiny preset of that family fitted on the session store
+    through the command line (once per family and session; read only)."""
+    root = tmp_path_factory.mktemp("families")
+    made: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in made:
+            out = root / family
+            cfg = tiny_fit_config
+            code = cli_main(
+                [
+                    "--quiet",
+                    "fit",
+                    str(store_dir),
+                    "--out",
+                    str(out),
+                    "--family",
+                    family,
+                    "--preset",
+                    "tiny",
+                    "--epochs",
+                    str(cfg.epochs),
+                    "--warmup-epochs",
+                    str(cfg.warmup_epochs),
+                    "--batch-size",
+                    str(cfg.batch_size),
+                    "--seq-len",
+                    str(cfg.seq_len),
+                    "--updates-per-epoch",
+                    str(cfg.updates_per_epoch),
+                    "--start-bank",
+                    str(cfg.start_bank_size),
+                ]
+            )
+            assert code == 0
+            made[family] = out
+        return made[family]
+
+    return get
+
+
+def _actions(space: gym.Space, steps: int, n: int, seed: int = 0) -> np.ndarray:
+    """``(steps, n, *space.shape)`` random actions of a single env's action space."""
+    high = space.n if isinstance(space, gym.spaces.Discrete) else int(space.nvec[0])
+    return np.random.default_rng(seed).integers(0, high, size=(steps, n, *space.shape))
+
+
+def _single_rollouts(family_ckpt: Path, seeds: list[int], actions: np.ndarray, **kw) -> tuple:
+    """Per seed, a single DreamEnv's observations and rewards, restarting after each end
+    (the step after an end gives the reset observation and reward 0, as NextStep)."""
+    all_obs, all_rewards = [], []
+    for i, seed in enumerate(seeds):
+        env = DreamEnv(family_ckpt, **kw)
+        obs, _ = env.reset(seed=seed)
+        observations, rewards, ended = [obs], [], False
+        for a in actions[:, i]:
+            if ended:
+                obs, _ = env.reset()
+                r, te, tr = 0.0, False, False
+            else:
+                obs, r, te, tr, _ = env.step(a)
+            ended = te or tr
+            observations.append(obs)
+            rewards.append(r)
+        all_obs.append(np.stack(observations))
+        all_rewards.append(np.array(rewards))
+    return np.stack(all_obs, 1), np.stack(all_rewards, 1)
+
+
+def _vector_rollout(envs: gym.vector.VectorEnv, seed: int, actions: np.ndarray) -> tuple:
+    obs, _ = envs.reset(seed=seed)
+    observations, rewards = [obs], []
+    for a in actions:
+        obs, r, _, _, _ = envs.step(a)
+        observations.append(obs)
+        rewards.append(r)
+    return np.stack(observations), np.stack(rewards)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_fit_writes_a_checkpoint_of_the_family(family: str, family_checkpoint) -> None:
+    ckpt = load_checkpoint(family_checkpoint(family), family=family)
+    assert ckpt.model.family == family
+    assert (family_checkpoint(family) / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("env_id", ["dreamenv/Dream-v0", "dreamenv/Real-v0"])
+def test_env_checkers_pass_for_every_observation_type(
+    family: str, env_id: str, family_checkpoint
+) -> None:
+    path = family_checkpoint(family)
+    for obs_type in load_checkpoint(path).model.obs_types:
+        env = gym.make(env_id, checkpoint=path, obs_type=obs_type, render_mode="rgb_array")
+        try:
+            gym_check_env(env.unwrapped, skip_render_check=False)
+            sb3_check_env(env.unwrapped, warn=False)
+        finally:
+            env.close()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_dream_and_real_envs_have_the_same_spaces(family: str, family_checkpoint) -> None:
+    path = family_checkpoint(family)
+    for obs_type in load_checkpoint(path).model.obs_types:
+        dream = gym.make("dreamenv/Dream-v0", checkpoint=path, obs_type=obs_type)
+        real = gym.make("dreamenv/Real-v0", checkpoint=path, obs_type=obs_type)
+        assert dream.observation_space == real.observation_space
+        assert dream.action_space == real.action_space
+        obs, _ = real.reset(seed=0)
+        for a in _actions(real.action_space, 5, 1)[:, 0]:
+            obs, *_ = real.step(a)
+            assert real.observation_space.contains(obs)
+        real.close()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_vector_env_rolls_out_as_single_envs(family: str, family_checkpoint) -> None:
+    path = family_checkpoint(family)
+    envs = DreamVectorEnv(path, N, horizon=4)
+    actions = _actions(envs.single_action_space, 11, N, seed=1)
+    vec_obs, vec_rewards = _vector_rollout(envs, 7, actions)
+    single_obs, single_rewards = _single_rollouts(
+        path, [7 + i for i in range(N)], actions, horizon=4
+    )
+    np.testing.assert_allclose(vec_obs, single_obs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(vec_rewards, single_rewards)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_same_seed_same_rollout_other_seed_another(family: str, family_checkpoint) -> None:
+    path = family_checkpoint(family)
+    envs = DreamVectorEnv(path, N, obs_type="pixels")
+    actions = _actions(envs.single_action_space, 8, N, seed=2)
+    a = _vector_rollout(envs, 3, actions)
+    b = _vector_rollout(DreamVectorEnv(path, N, obs_type="pixels"), 3, actions)
+    c = _vector_rollout(envs, 4, actions)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_save_load_round_trip_gives_the_same_rollouts(
+    family: str, family_checkpoint, tmp_path: Path
+) -> None:
+    path = family_checkpoint(family)
+    ckpt = load_checkpoint(path)
+    copy = save_checkpoint(tmp_path / "copy", ckpt.model, ckpt.start_bank, ckpt.action_meanings)
+    reloaded = load_checkpoint(copy)
+    original = {k: v for k, v in ckpt.model.state_dict().items()}
+    for key, value in reloaded.model.state_dict().items():
+        torch.testing.assert_close(value, original[key], rtol=0, atol=0)
+    actions = _actions(ckpt.model.action_space, 6, N, seed=3)
+    a = _vector_rollout(DreamVectorEnv(path, N), 5, actions)
+    b = _vector_rollout(DreamVectorEnv(copy, N), 5, actions)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_bad_checkpoints_raise_clear_errors(family: str, family_checkpoint, tmp_path: Path) -> None:
+    path = tmp_path / "ckpt"
+    shutil.copytree(family_checkpoint(family), path)
+    other = "discrete" if family != "discrete" else "sssm"
+    with pytest.raises(CheckpointError, match=f"holds a '{family}' model, expected '{other}'"):
+        load_checkpoint(path, family=other)
+    weights = path / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or damaged"):
+        gym.make("dreamenv/Dream-v0", checkpoint=path)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="has no weights.safetensors"):
+        gym.make("dreamenv/Real-v0", checkpoint=path)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_ppo_trains_in_the_dream_and_plays_the_real_game(family: str, family_checkpoint) -> None:
+    path = family_checkpoint(family)
+    dream = wrap(DreamVectorEnv(path, 2, horizon=8))
+    agent = make_agent("ppo", dream, seed=0, n_steps=8, batch_size=16, n_epochs=1)
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    agent.learn(32)
+    after = list(agent.policy.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    returns = evaluate(agent, path, episodes=2, num_envs=2, max_steps=20)
+    assert returns.shape == (2,)
+    assert np.isfinite(returns).all()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_real_env_single_matches_vector_env(family: str, family_checkpoint) -> None:
+    path = family_checkpoint(family)
+    single = RealEnv(path)
+    vec = RealVectorEnv(path, 2)
+    actions = _actions(single.action_space, 6, 2, seed=4)
+    obs_s, _ = single.reset(seed=11)
+    obs_v, _ = vec.reset(seed=11)
+    np.testing.assert_allclose(obs_s, obs_v[0], rtol=1e-5, atol=1e-5)
+    for a in actions:
+        obs_s, r_s, *_ = single.step(a[0])
+        obs_v, r_v, *_ = vec.step(a)
+        np.testing.assert_allclose(obs_s, obs_v[0], rtol=1e-5, atol=1e-5)
+        assert r_s == r_v[0]
+    single.close()
+    vec.close()
+
+
+def test_unknown_family_is_a_clear_error(store_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(dreamenv.ConfigError, match="Unknown world-model family 'nope'"):
+        dreamenv.fit(store_dir, tmp_path / "m", family="nope", progress=False)
