@@ -13,16 +13,23 @@ from dreamenv.models.base import (
 )
 from dreamenv.models.discrete import DiscreteConfig, DiscreteWorldModel
 from dreamenv.models.mdnrnn import MDNRNNConfig, MDNRNNWorldModel
+from dreamenv.models.ssm import DSSMVAE, SSSM, DSSMDet, SSMConfig, SSSMJumpy, StateSpaceModel
 
 __all__ = [
     "FAMILIES",
     "OBS_TYPES",
+    "DSSMDet",
+    "DSSMVAE",
     "DiscreteConfig",
     "DiscreteWorldModel",
     "MDNRNNConfig",
     "MDNRNNWorldModel",
     "Prediction",
+    "SSMConfig",
+    "SSSM",
+    "SSSMJumpy",
     "State",
+    "StateSpaceModel",
     "WorldModel",
     "build_model",
     "get_family",

@@ -263,7 +263,9 @@ class PixelRewardDecoder(nn.Module):
                 f"decoder channels must be divisible by 4 (depth to space (2)), got {channels}."
             )
         self.stack1 = ConvStack(in_channels, ((1, hidden), (5, hidden), (3, channels)))
-        self.stack2 = ConvStack(channels // 4, ((3, channels), (3, channels), (1, 16 * frame_stack)))
+        self.stack2 = ConvStack(
+            channels // 4, ((3, channels), (3, channels), (1, 16 * frame_stack))
+        )
         self.reward_conv = _conv(channels, reward_channels, 3)
         self.reward_linear = nn.Linear(reward_channels * grid * grid, reward_bits + extra_outputs)
         self.reward_bits = reward_bits
@@ -340,7 +342,8 @@ class PriorModule(_Gaussian):
         hidden: channels ``h`` of the first two layers (the paper: 32).
 
     Example:
-        >>> mean, std = PriorModule(64, 6, 32)(torch.zeros(2, 64, 12, 12), torch.zeros(2, 6, 12, 12))
+        >>> prior = PriorModule(64, 6, 32)
+        >>> mean, std = prior(torch.zeros(2, 64, 12, 12), torch.zeros(2, 6, 12, 12))
         >>> mean.shape, bool((std > 0).all())
         (torch.Size([2, 32, 12, 12]), True)
     """
