@@ -108,3 +108,39 @@ def test_atari100k_benchmark(tmp_path) -> None:
     )
     assert "| pong |" in out and "HNS" in out
     assert (tmp_path / "b" / "pong-report" / "learning_curve.png").is_file()
+
+
+def test_models_benchmark(tmp_path) -> None:
+    out = run(
+        "benchmarks/models.py",
+        "--datasets",
+        "ball",
+        "atari",
+        "--game",
+        "pong",
+        "--steps",
+        "600",
+        "--ball-episode",
+        "100",
+        "--preset",
+        "tiny",
+        "--updates",
+        "3",
+        "--batch-size",
+        "2",
+        "--test-batches",
+        "1",
+        "--batch",
+        "2",
+        "--horizon",
+        "8",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path / "m"),
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert "| ball | ar |" in out and "| atari | sssm |" in out and "vs AR" in out
+    for name in ("models.csv", "models.json", "rollouts-ball.png", "rollouts-atari.png"):
+        assert (tmp_path / "m" / name).is_file()

@@ -1,0 +1,309 @@
+"""Table 1 of Buesing et al. (2018), measured here in one run: every world-model family
+trained the same way on the same data, then its test likelihood and its rollout speed
+relative to the AR baseline, on the BouncingBall toy data and on one Atari game; and a
+figure of rollouts from the same start (as the paper's Figures 16 and 17).
+
+For each dataset: collect real steps (random policy) into an episode store, fit each family
+(``--preset``, the same updates, batch and sequence length for all; ``dreamenv fit``, so a
+killed run continues), then on held-out episodes:
+
+- test NLL: :meth:`WorldModel.test_nll` of windows of ``--seq-len`` model steps after a
+  context of three observations, in nats per pixel (a per-pixel Bernoulli KL with the pixels
+  as pseudo-probabilities, as the paper's appendix A.2; the negative ELBO, an upper bound,
+  for latent-variable models); lower is better;
+- rollout speed: imagined real steps per second of ``model.step`` over ``--horizon`` real
+  steps for a batch of ``--batch`` starts (a jumpy model takes ``horizon / jump`` steps), all
+  families timed in turn in the same process; ``vs AR`` = speed / speed of ``ar``.
+
+Writes ``OUT/models.csv``, ``OUT/models.json``, ``OUT/models.md`` and one
+``OUT/rollouts-DATASET.png`` per dataset.
+
+Example:
+    python benchmarks/models.py --out runs/models
+    python benchmarks/models.py --families ar sssm --datasets ball --updates 50   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamenv.checkpoint import load_checkpoint
+from dreamenv.data.collect import collect
+from dreamenv.data.sequences import SequenceSampler, split_episodes
+from dreamenv.data.store import EpisodeStore
+from dreamenv.envs.atari import AtariSpec
+from dreamenv.models import FAMILIES
+from dreamenv.models.base import WorldModel
+from dreamenv.models.common import NLL_CONTEXT
+from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.train.fit import FitConfig, fit
+
+DATASETS = {
+    "ball": lambda a: AtariSpec(
+        "bouncing_ball",
+        screen_size=80,
+        frame_stack=1,
+        frame_skip=1,
+        noop_max=0,
+        max_episode_frames=a.ball_episode,
+    ),
+    "atari": lambda a: AtariSpec(a.game, screen_size=a.atari_screen),
+}
+"""The two datasets: the paper's toy data (80x80, single frames) and an Atari game."""
+BASELINE = "ar"
+"""The family every speed is divided by."""
+COLUMNS = ("dataset", "family", "parameters", "test_nll", "steps_per_s", "vs_ar")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--families", nargs="+", default=None, help="default: every family")
+    p.add_argument("--datasets", nargs="+", default=["ball", "atari"], choices=sorted(DATASETS))
+    p.add_argument("--game", default="ms_pacman", help="the Atari game (the paper's: ms_pacman)")
+    p.add_argument("--atari-screen", type=int, default=64, choices=(64, 80, 96))
+    p.add_argument("--ball-episode", type=int, default=500, help="steps per ball episode")
+    p.add_argument("--steps", type=int, default=30_000, help="real steps collected per dataset")
+    p.add_argument("--preset", default="small", help="size preset of every family")
+    p.add_argument("--updates", type=int, default=1500, help="training updates per family")
+    p.add_argument("--batch-size", type=int, default=16, help="the paper's minibatch: 16")
+    p.add_argument("--seq-len", type=int, default=10, help="model steps per window (paper: 10)")
+    p.add_argument("--test-batches", type=int, default=8, help="held-out batches for the NLL")
+    p.add_argument("--batch", type=int, default=16, help="rollouts timed together")
+    p.add_argument("--horizon", type=int, default=48, help="real steps per timed rollout")
+    p.add_argument("--repeats", type=int, default=5, help="timed rollouts per family (median)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/models")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def fit_family(store: Path, out: Path, family: str, args: argparse.Namespace) -> WorldModel:
+    """The family fitted on ``store`` with the benchmark's shared settings (resumable)."""
+    config = FitConfig(
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        updates_per_epoch=args.updates,
+        start_bank_size=64,
+        device=args.device,
+    )
+    if FAMILIES[family].has_warmup:  # a representation warm-up for a third of the updates
+        third = max(1, args.updates // 3)
+        config = dataclasses.replace(config, epochs=3, warmup_epochs=1, updates_per_epoch=third)
+    fit(store, out, family=family, preset=args.preset, config=config, progress=not args.quiet)
+    return load_checkpoint(out, args.device).model
+
+
+def test_windows(
+    store: EpisodeStore, model: WorldModel, args: argparse.Namespace
+) -> list[dict[str, torch.Tensor]]:
+    """Held-out windows (the fit's own split) for the model's context and jumps."""
+    _, held_out = split_episodes(store.episodes(), 0.1)
+    sampler = SequenceSampler(
+        held_out, store.spec.frame_stack, model.window_steps(args.seq_len), seed=12345
+    )
+    return [
+        {
+            k: torch.as_tensor(v, device=args.device)
+            for k, v in sampler.sample(args.batch_size).items()
+        }
+        for _ in range(args.test_batches)
+    ]
+
+
+@torch.inference_mode()
+def test_nll(model: WorldModel, windows: list[dict[str, torch.Tensor]]) -> float:
+    """Mean test NLL (nats per pixel) over the windows; NaN for families without one."""
+    try:
+        return float(np.mean([model.test_nll(w) for w in windows]))
+    except NotImplementedError:
+        return float("nan")
+
+
+def start_of(model: WorldModel, windows: list[dict[str, torch.Tensor]], batch: int) -> tuple:
+    """Embeddings of the first ``NLL_CONTEXT`` observations of ``batch`` held-out windows."""
+    frames = torch.cat([w["frames"] for w in windows])[:batch, :NLL_CONTEXT]
+    actions = torch.cat([w["actions"] for w in windows])[:batch, : NLL_CONTEXT - 1]
+    emb = model.encode(frames.flatten(0, 1))
+    return emb.view(len(frames), NLL_CONTEXT, *emb.shape[1:]), actions
+
+
+@torch.inference_mode()
+def rollout(
+    model: WorldModel, start: tuple, actions: torch.Tensor, seed: int = 0, decode: bool = False
+) -> tuple[float, list[torch.Tensor]]:
+    """Seconds to imagine ``actions`` ``(B, horizon)`` (chunked for a jumpy model) from
+    ``start``, and the decoded frames of each step if ``decode`` (not timed)."""
+    b = actions.shape[0]
+    rng = BatchRandom(b, model.device)
+    rng.set_keys(torch.arange(b), [key_from_seed(seed + i) for i in range(b)])
+    latent, state = model.initial_state(*start)
+    steps = actions.shape[1] // model.jump
+    chunks = actions[:, : steps * model.jump].reshape(b, steps, model.jump)
+    frames: list[torch.Tensor] = []
+    elapsed = 0.0
+    for k in range(steps):
+        action = chunks[:, k, 0] if model.jump == 1 else chunks[:, k]
+        t0 = time.perf_counter()
+        pred = model.step(state, latent, action, rng)
+        elapsed += time.perf_counter() - t0
+        latent, state = pred.next_latent, pred.state
+        if decode:
+            frames.append(model.decode(latent)[:, -1].cpu())
+    return elapsed, frames
+
+
+def measure_speed(
+    model: WorldModel, start: tuple, args: argparse.Namespace, num_actions: int
+) -> float:
+    """Imagined real steps per second (median of ``--repeats`` rollouts after a warm-up)."""
+    rng = np.random.default_rng(0)
+    actions = torch.as_tensor(
+        rng.integers(0, num_actions, (args.batch, args.horizon)), device=model.device
+    )
+    rollout(model, start, actions)  # warm-up
+    times = [rollout(model, start, actions, seed=r)[0] for r in range(args.repeats)]
+    real_steps = args.batch * (args.horizon // model.jump) * model.jump
+    return real_steps / float(np.median(times))
+
+
+def rollout_figure(
+    path: Path, title: str, models: dict[str, WorldModel], windows: list, horizon: int
+) -> Path:
+    """Rows: the real continuation, then each model's imagined frames (two samples for
+    stochastic families) from the same start with the same actions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window = {k: v[:1] for k, v in windows[0].items()}
+    real = window["frames"][0, NLL_CONTEXT - 1 :, -1].cpu().numpy()
+    acts = window["actions"][:, NLL_CONTEXT - 1 :]
+    rows = [("real", real)]
+    for name, model in models.items():
+        start = start_of(model, [window], 1)
+        h = min(horizon, acts.shape[1]) // model.jump * model.jump
+        for sample in (0, 1):
+            _, frames = rollout(model, start, acts[:, :h], seed=sample, decode=True)
+            imagined = torch.cat(frames).numpy()
+            if model.jump > 1:  # put each jumpy frame under the real step it shows
+                spread = np.zeros((h, *imagined.shape[1:]), imagined.dtype)
+                spread[model.jump - 1 :: model.jump] = imagined
+                imagined = spread
+            rows.append((f"{name} #{sample + 1}", imagined))
+    cols = min(12, min(len(r) for _, r in rows[1:]) if len(rows) > 1 else len(real) - 1)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.9, len(rows) * 1.0), squeeze=False)
+    for i, (label, frames) in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            index = j + 1 if label == "real" else j
+            ax.imshow(frames[index], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+            if i == 0:
+                ax.set_title(f"t+{j + 1}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> list[dict[str, Any]]:
+    spec = DATASETS[name](args)
+    out = Path(args.out) / name
+    store = collect(out / "data", spec, args.steps, num_envs=8, progress=not args.quiet)
+    models: dict[str, WorldModel] = {}
+    rows: list[dict[str, Any]] = []
+    for family in families:
+        models[family] = fit_family(out / "data", out / family, family, args)
+    windows = test_windows(store, models[families[0]], args)
+    for family, model in models.items():
+        mine = (
+            test_windows(store, model, args)
+            if model.window_steps(args.seq_len) != len(windows[0]["actions"][0])
+            else windows
+        )
+        start = start_of(model, mine, args.batch)
+        rows.append(
+            {
+                "dataset": name,
+                "family": family,
+                "parameters": model.parameter_counts()["total"],
+                "test_nll": test_nll(model, mine),
+                "steps_per_s": measure_speed(model, start, args, model.num_actions),
+            }
+        )
+    base = next((r["steps_per_s"] for r in rows if r["family"] == BASELINE), float("nan"))
+    for r in rows:
+        r["vs_ar"] = r["steps_per_s"] / base
+    shown = {f: models[f] for f in ("dssm_det", "sssm", "sssm_jumpy", "ar") if f in models}
+    rollout_figure(
+        Path(args.out) / f"rollouts-{name}.png",
+        f"{spec.game}: rollouts from the same start and actions (two samples each)",
+        shown or models,
+        windows,
+        args.horizon,
+    )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"World models, preset {args.preset!r}, {args.updates} updates of batch "
+        f"{args.batch_size} x {args.seq_len} steps; speed: batch {args.batch}, horizon "
+        f"{args.horizon} real steps, {args.threads} thread(s), {platform.processor() or 'cpu'}",
+        "",
+        "| dataset | family | parameters | test NLL (nats/pixel, lower is better) | "
+        "real steps/s | vs AR |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        nll = "n/a" if np.isnan(r["test_nll"]) else f"{r['test_nll']:.5f}"
+        lines.append(
+            f"| {r['dataset']} | {r['family']} | {r['parameters']:,} | {nll} | "
+            f"{r['steps_per_s']:,.0f} | {r['vs_ar']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    families = args.families or sorted(FAMILIES)
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise SystemExit(f"error: unknown families {sorted(unknown)}; known: {sorted(FAMILIES)}")
+    rows: list[dict[str, Any]] = []
+    for name in args.datasets:
+        rows += run_dataset(name, args, families)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "models.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "models.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    table = markdown(rows, args)
+    (out / "models.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
