@@ -183,7 +183,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     agent_returns = evaluate(agent, ckpt, deterministic=args.deterministic, **kwargs)
-    random_returns = evaluate(random_policy(ckpt.model.num_actions, args.seed), ckpt, **kwargs)
+    random_returns = evaluate(random_policy(ckpt.model.action_space, args.seed), ckpt, **kwargs)
     t, df, p = welch_test(agent_returns, random_returns)
     print(f"game {ckpt.spec.game}, {args.episodes} real episodes each, seed {args.seed}")
     print("| policy | mean ± std return |\n|---|---|")

@@ -80,7 +80,9 @@ class VectorEnvAdapter(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions).reshape(self.num_envs)
+        self._actions = np.asarray(actions).reshape(
+            self.num_envs, *self.env.single_action_space.shape
+        )
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         obs, reward, terminated, truncated, info = self.env.step(self._actions)
@@ -438,7 +440,10 @@ def evaluate(
     return np.array(returns)
 
 
-def random_policy(num_actions: int, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """Uniformly random actions for a batch of observations."""
+def random_policy(actions: int | gym.Space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Uniformly random actions for a batch of observations: ``actions`` is the number of
+    actions, or a single env's action space (such as a jumpy model's ``MultiDiscrete``)."""
+    space = gym.spaces.Discrete(actions) if isinstance(actions, (int, np.integer)) else actions
+    high = space.n if isinstance(space, gym.spaces.Discrete) else space.nvec
     rng = np.random.default_rng(seed)
-    return lambda obs: rng.integers(0, num_actions, size=len(obs))
+    return lambda obs: rng.integers(0, high, size=(len(obs), *space.shape))

@@ -244,3 +244,28 @@ def test_real_env_single_matches_vector_env(family: str, family_checkpoint) -> N
 def test_unknown_family_is_a_clear_error(store_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(dreamenv.ConfigError, match="Unknown world-model family 'nope'"):
         dreamenv.fit(store_dir, tmp_path / "m", family="nope", progress=False)
+
+
+def test_jumpy_real_env_applies_the_chunk(family_checkpoint) -> None:
+    """One step of a jumpy model's Real-v0 is ``jump`` real steps: the same frames and the
+    summed rewards as that many steps of a one-step model's Real-v0 (pixels: real frames)."""
+    jumpy = RealVectorEnv(family_checkpoint("sssm_jumpy"), 2, obs_type="pixels")
+    plain = RealVectorEnv(family_checkpoint("sssm"), 2, obs_type="pixels")
+    assert jumpy.single_action_space == gym.spaces.MultiDiscrete([6] * 4)
+    chunks = _actions(jumpy.single_action_space, 10, 2, seed=5)
+    obs_j, _ = jumpy.reset(seed=3)
+    obs_p, _ = plain.reset(seed=3)
+    np.testing.assert_array_equal(obs_j, obs_p)
+    for chunk in chunks:
+        obs_j, r_j, te_j, tr_j, _ = jumpy.step(chunk)
+        total = np.zeros(2)
+        for k in range(4):
+            obs_p, r_p, te_p, tr_p, _ = plain.step(chunk[:, k])
+            total += r_p
+            assert not (te_p | tr_p).any()  # the session store's episodes are longer
+        np.testing.assert_array_equal(obs_j, obs_p)
+        np.testing.assert_array_equal(r_j, total)
+    with pytest.raises(dreamenv.InvalidActionError, match=r"shape \(2, 4\)"):
+        jumpy.step(np.zeros(2, dtype=np.int64))
+    jumpy.close()
+    plain.close()
