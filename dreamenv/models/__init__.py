@@ -13,6 +13,7 @@ from dreamenv.models.base import (
 )
 from dreamenv.models.discrete import DiscreteConfig, DiscreteWorldModel
 from dreamenv.models.mdnrnn import MDNRNNConfig, MDNRNNWorldModel
+from dreamenv.models.rssm import RSSMConfig, RSSMWorldModel
 from dreamenv.models.ssm import DSSMVAE, SSSM, DSSMDet, SSMConfig, SSSMJumpy, StateSpaceModel
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "MDNRNNConfig",
     "MDNRNNWorldModel",
     "Prediction",
+    "RSSMConfig",
+    "RSSMWorldModel",
     "SSMConfig",
     "SSSM",
     "SSSMJumpy",
