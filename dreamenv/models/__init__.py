@@ -13,12 +13,15 @@ from dreamenv.models.base import (
 )
 from dreamenv.models.discrete import DiscreteConfig, DiscreteWorldModel
 from dreamenv.models.mdnrnn import MDNRNNConfig, MDNRNNWorldModel
+from dreamenv.models.pixel_ar import ARConfig, ARWorldModel, RARConfig, RARWorldModel
 from dreamenv.models.rssm import RSSMConfig, RSSMWorldModel
 from dreamenv.models.ssm import DSSMVAE, SSSM, DSSMDet, SSMConfig, SSSMJumpy, StateSpaceModel
 
 __all__ = [
     "FAMILIES",
     "OBS_TYPES",
+    "ARConfig",
+    "ARWorldModel",
     "DSSMDet",
     "DSSMVAE",
     "DiscreteConfig",
@@ -26,6 +29,8 @@ __all__ = [
     "MDNRNNConfig",
     "MDNRNNWorldModel",
     "Prediction",
+    "RARConfig",
+    "RARWorldModel",
     "RSSMConfig",
     "RSSMWorldModel",
     "SSMConfig",
