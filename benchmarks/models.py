@@ -76,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="small", help="size preset of every family")
     p.add_argument("--updates", type=int, default=1500, help="training updates per family")
     p.add_argument("--batch-size", type=int, default=16, help="the paper's minibatch: 16")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every family")
     p.add_argument("--seq-len", type=int, default=10, help="model steps per window (paper: 10)")
     p.add_argument("--test-batches", type=int, default=8, help="held-out batches for the NLL")
     p.add_argument("--batch", type=int, default=16, help="rollouts timed together")
@@ -96,6 +97,8 @@ def fit_family(store: Path, out: Path, family: str, args: argparse.Namespace) ->
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         updates_per_epoch=args.updates,
+        lr=args.lr,
+        warmup_lr=args.lr,
         start_bank_size=64,
         device=args.device,
     )
@@ -265,7 +268,7 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        f"World models, preset {args.preset!r}, {args.updates} updates of batch "
+        f"World models, preset {args.preset!r}, {args.updates} updates (Adam, lr {args.lr}) of batch "
         f"{args.batch_size} x {args.seq_len} steps; speed: batch {args.batch}, horizon "
         f"{args.horizon} real steps, {args.threads} thread(s), {platform.processor() or 'cpu'}",
         "",
