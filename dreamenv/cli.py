@@ -20,7 +20,7 @@ import numpy as np
 
 
 def _spec_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--screen-size", type=int, default=96, choices=(96, 64))
+    parser.add_argument("--screen-size", type=int, default=96, choices=(96, 80, 64))
     parser.add_argument("--frame-stack", type=int, default=4)
     parser.add_argument("--frame-skip", type=int, default=4)
     parser.add_argument("--sticky", type=float, default=0.0, help="repeat_action_probability")
@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="collect real Atari steps into an episode store")
-    p.add_argument("game", help="ale-py game, e.g. pong, ms_pacman, ALE/Breakout-v5")
+    p.add_argument(
+        "game", help="ale-py game (pong, ms_pacman, ALE/Breakout-v5) or the toy bouncing_ball"
+    )
     p.add_argument("--out", required=True, help="episode store directory (continued if it exists)")
     p.add_argument(
         "--steps", type=int, required=True, help="total agent steps the store should hold"
