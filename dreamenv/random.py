@@ -5,8 +5,9 @@ A dream vector env must give env ``i`` the same rollout as a single env seeded w
 ``torch.Generator`` per env would need a Python loop over the envs on every step, so each
 env instead owns a counter-based stream: a 62-bit key drawn at reset from the env's
 seeded ``numpy`` generator (the one ``gymnasium.Env.reset(seed=...)`` creates) and a
-counter. A draw hashes (key, counter, element) with the SplitMix64 finaliser in int64
-tensor ops, on any device, for every env at once.
+counter. A draw hashes (counter, element) with the key's two 31-bit halves through two
+rounds of a 32-bit integer finaliser (``lowbias32``), in int32 tensor ops (which CPUs
+vectorise, unlike 64-bit multiplies), on any device, for every env at once.
 
 Example:
     >>> rng = BatchRandom(2, "cpu")
@@ -20,22 +21,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
-_MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
-_MIX2 = -7723592293110705685  # 0x94D049BB133111EB
-_MASK = {k: (1 << (64 - k)) - 1 for k in (27, 30, 31, 41)}
+_GOLDEN32 = -1640531527  # 0x9E3779B9 as int32: spreads counters over the element range
+_MUL1 = 0x7FEB352D
+_MUL2 = -2073254261  # 0x846CA68B as int32
+_MASK = {k: (1 << (32 - k)) - 1 for k in (9, 15, 16)}
+_HALF = (1 << 31) - 1
 
 
 def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
+    """Logical right shift of int32 (torch's ``>>`` is arithmetic)."""
     return (x >> k) & _MASK[k]
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    x = x + _GOLDEN
-    x = (x ^ _srl(x, 30)) * _MIX1
-    x = (x ^ _srl(x, 27)) * _MIX2
-    return x ^ _srl(x, 31)
+    """The ``lowbias32`` finaliser: a bijection of 32-bit words that mixes every bit."""
+    x = (x ^ _srl(x, 16)) * _MUL1
+    x = (x ^ _srl(x, 15)) * _MUL2
+    return x ^ _srl(x, 16)
 
 
 def key_from_generator(generator: np.random.Generator) -> int:
@@ -74,9 +76,12 @@ class BatchRandom:
         keys = self.keys if index is None else self.keys[index]
         counters = self.counters if index is None else self.counters[index]
         n = int(np.prod(shape)) if shape else 1
-        element = torch.arange(n, dtype=torch.int64, device=self.device)
-        x = _mix(keys[:, None] ^ _mix(counters[:, None] * 1_000_003 + element))
-        u = (_srl(x, 41).to(torch.float32) + 0.5) * (1.0 / (1 << 23))  # 23 bits: exact in float32
+        low = (keys & _HALF).to(torch.int32)[:, None]
+        high = ((keys >> 31) & _HALF).to(torch.int32)[:, None]
+        element = torch.arange(n, dtype=torch.int32, device=self.device)
+        x = element + counters.to(torch.int32)[:, None] * _GOLDEN32
+        x = _mix(_mix(x ^ low) ^ high)
+        u = (_srl(x, 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))  # 23 bits: exact in float32
         if index is None:
             self.counters += 1
         else:
