@@ -62,7 +62,7 @@ DATASETS = {
 """The two datasets: the paper's toy data (80x80, single frames) and an Atari game."""
 BASELINE = "ar"
 """The family every speed is divided by."""
-COLUMNS = ("dataset", "family", "parameters", "test_nll", "steps_per_s", "vs_ar")
+COLUMNS = ("dataset", "family", "parameters", "test_nll", "batch", "steps_per_s", "vs_ar")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,7 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of every family")
     p.add_argument("--seq-len", type=int, default=10, help="model steps per window (paper: 10)")
     p.add_argument("--test-batches", type=int, default=8, help="held-out batches for the NLL")
-    p.add_argument("--batch", type=int, default=16, help="rollouts timed together")
+    p.add_argument(
+        "--batches", type=int, nargs="+", default=[16, 256], help="rollouts timed together"
+    )
     p.add_argument("--horizon", type=int, default=48, help="real steps per timed rollout")
     p.add_argument("--repeats", type=int, default=5, help="timed rollouts per family (median)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -168,17 +170,17 @@ def rollout(
     return elapsed, frames
 
 
-def measure_speed(
-    model: WorldModel, start: tuple, args: argparse.Namespace, num_actions: int
-) -> float:
-    """Imagined real steps per second (median of ``--repeats`` rollouts after a warm-up)."""
+def measure_speed(model: WorldModel, start: tuple, args: argparse.Namespace, batch: int) -> float:
+    """Imagined real steps per second of ``batch`` rollouts (median of ``--repeats`` after a
+    warm-up); the starts are the held-out ones, repeated to fill the batch."""
+    start = tuple(t[torch.arange(batch) % len(t)] for t in start)
     rng = np.random.default_rng(0)
     actions = torch.as_tensor(
-        rng.integers(0, num_actions, (args.batch, args.horizon)), device=model.device
+        rng.integers(0, model.num_actions, (batch, args.horizon)), device=model.device
     )
     rollout(model, start, actions)  # warm-up
     times = [rollout(model, start, actions, seed=r)[0] for r in range(args.repeats)]
-    real_steps = args.batch * (args.horizon // model.jump) * model.jump
+    real_steps = batch * (args.horizon // model.jump) * model.jump
     return real_steps / float(np.median(times))
 
 
@@ -242,19 +244,22 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
             if model.window_steps(args.seq_len) != len(windows[0]["actions"][0])
             else windows
         )
-        start = start_of(model, mine, args.batch)
-        rows.append(
-            {
-                "dataset": name,
-                "family": family,
-                "parameters": model.parameter_counts()["total"],
-                "test_nll": test_nll(model, mine),
-                "steps_per_s": measure_speed(model, start, args, model.num_actions),
-            }
-        )
-    base = next((r["steps_per_s"] for r in rows if r["family"] == BASELINE), float("nan"))
+        start = start_of(model, mine, max(args.batches))
+        nll = test_nll(model, mine)
+        for batch in args.batches:
+            rows.append(
+                {
+                    "dataset": name,
+                    "family": family,
+                    "parameters": model.parameter_counts()["total"],
+                    "test_nll": nll,
+                    "batch": batch,
+                    "steps_per_s": measure_speed(model, start, args, batch),
+                }
+            )
     for r in rows:
-        r["vs_ar"] = r["steps_per_s"] / base
+        base = [b for b in rows if b["family"] == BASELINE and b["batch"] == r["batch"]]
+        r["vs_ar"] = r["steps_per_s"] / base[0]["steps_per_s"] if base else float("nan")
     shown = {f: models[f] for f in ("dssm_det", "sssm", "sssm_jumpy", "ar") if f in models}
     rollout_figure(
         Path(args.out) / f"rollouts-{name}.png",
@@ -269,19 +274,20 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"World models, preset {args.preset!r}, {args.updates} updates (Adam, lr {args.lr}) of batch "
-        f"{args.batch_size} x {args.seq_len} steps; speed: batch {args.batch}, horizon "
-        f"{args.horizon} real steps, {args.threads} thread(s), {platform.processor() or 'cpu'}",
+        f"{args.batch_size} x {args.seq_len} steps; speed: imagined real steps per second "
+        f"over {args.horizon} real steps, {args.threads} thread(s), "
+        f"{platform.processor() or platform.machine()}",
         "",
         "| dataset | family | parameters | test NLL (nats/pixel, lower is better) | "
-        "real steps/s | vs AR |",
-        "|---|---|---:|---:|---:|---:|",
+        + " | ".join(f"steps/s, batch {b} | vs AR" for b in args.batches)
+        + " |",
+        "|---|---|---:|---:|" + "---:|---:|" * len(args.batches),
     ]
-    for r in rows:
-        nll = "n/a" if np.isnan(r["test_nll"]) else f"{r['test_nll']:.5f}"
-        lines.append(
-            f"| {r['dataset']} | {r['family']} | {r['parameters']:,} | {nll} | "
-            f"{r['steps_per_s']:,.0f} | {r['vs_ar']:.1f}x |"
-        )
+    for key in dict.fromkeys((r["dataset"], r["family"]) for r in rows):
+        mine = [r for r in rows if (r["dataset"], r["family"]) == key]
+        nll = "n/a" if np.isnan(mine[0]["test_nll"]) else f"{mine[0]['test_nll']:.5f}"
+        speeds = " | ".join(f"{r['steps_per_s']:,.0f} | {r['vs_ar']:.1f}x" for r in mine)
+        lines.append(f"| {key[0]} | {key[1]} | {mine[0]['parameters']:,} | {nll} | {speeds} |")
     return "\n".join(lines)
 
 
