@@ -21,7 +21,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dream-steps", type=int, default=50_000, help="imagined PPO steps")
     p.add_argument("--episodes", type=int, default=4, help="episodes to play in each env")
     p.add_argument("--max-steps", type=int, default=None, help="cap on a real episode's length")
-    p.add_argument("--obs-type", default="indices", choices=("indices", "embeddings"))
+    p.add_argument("--obs-type", default=None, help="default: the family's first")
     return p.parse_args()
 
 

@@ -145,3 +145,33 @@ def test_models_benchmark(tmp_path) -> None:
     assert "| ball | ar |" in out and "| atari | sssm |" in out and "vs AR" in out
     for name in ("models.csv", "models.json", "rollouts-ball.png", "rollouts-atari.png"):
         assert (tmp_path / "m" / name).is_file()
+
+
+def test_family_dream_example(tmp_path) -> None:
+    out = run(
+        "examples/family_dream.py",
+        "--family",
+        "rssm",
+        "--set",
+        "stochastic=categorical",
+        "--preset",
+        "tiny",
+        "--game",
+        "pong",
+        "--out",
+        str(tmp_path / "run"),
+        "--collect-steps",
+        "300",
+        "--updates",
+        "2",
+        "--batch-size",
+        "2",
+        "--dream-steps",
+        "64",
+        "--episodes",
+        "2",
+        "--max-steps",
+        "10",
+        cwd=tmp_path,
+    )
+    assert "dream-trained:" in out and "random:" in out
