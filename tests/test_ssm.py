@@ -241,12 +241,14 @@ def test_step_shapes_and_no_pixel_decoding(family: str) -> None:
     def forbid(*_: object) -> None:
         raise AssertionError("step decoded pixels")
 
-    hook = model.decoder.stack2.register_forward_hook(forbid)
+    hooks = [model.decoder.stack1.register_forward_hook(forbid)]  # the pixel branch
+    hooks.append(model.decoder.stack2.register_forward_hook(forbid))
     try:
         with torch.no_grad():
             pred = model.step(state, latent, _actions(model, 3), _rng(3))
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     assert pred.next_latent.shape == latent.shape and pred.next_latent.dtype == torch.float32
     assert pred.reward_logits.shape == (3, 3)
     torch.testing.assert_close(pred.reward_logits.exp().sum(-1), torch.ones(3))

@@ -23,11 +23,12 @@ Our reading of the figures, whose text the PDF extraction scrambled:
 - Fig. 9, transition ``s_t = g(s_{t-1}, z_t, a_{t-1})``: ``concat(s_{t-1}, a_{t-1}) -> res
   conv -> relu -> pool & inject -> concat z_t -> res conv -> s_t`` (``z_t`` enters next to
   the second res conv, where the figure places it).
-- Fig. 10, decoder from ``concat(s_t, z_t)``: ``conv stack (1,32),(5,32),(3,64) -> relu``
-  gives features at the state's resolution; the pixels follow ``depth to space (2) -> conv
-  stack (3,64),(3,64),(1,48) -> depth to space (4)`` (48 = 16 x 3 colour channels; here
-  ``16 x frame_stack``); the reward bits follow ``3x3,24 -> relu -> reshape -> linear``
-  from the same features (the ReLU is ours), so rewards need no pixel decoding.
+- Fig. 10, decoder from ``concat(s_t, z_t)``, two branches: the pixels follow ``conv stack
+  (1,32),(5,32),(3,64) -> relu -> depth to space (2) -> conv stack (3,64),(3,64),(1,48) ->
+  depth to space (4)`` (48 = 16 x 3 colour channels; here ``16 x frame_stack``); the reward
+  bits follow ``3x3,24 -> reshape -> linear`` from the same input (the figure lists the
+  ``3x3,24`` convolution level with the first conv stack, and no ReLU in that branch), so
+  rewards need neither pixels nor the pixel branch's features.
 - Fig. 11, encoder: ``space to depth (4) -> conv stack (3,16),(5,16),(3,64) -> relu ->
   space to depth (2) -> conv stack (3,32),(5,32),(3,64) -> relu`` (the figure lists a ReLU
   right below ``e(o_t)``; the one between the stacks keeps them from composing linearly).
@@ -225,9 +226,10 @@ class Encoder(nn.Module):
 class PixelRewardDecoder(nn.Module):
     """The decoder of Fig. 10: pixel log-odds of ``o_t`` and logits of the reward bits.
 
-    ``features = relu(conv stack (1,h),(5,h),(3,C) of the input)`` at the state's
-    resolution; ``pixels = depth to space (4) of conv stack (3,C),(3,C),(1,16F) of depth to
-    space (2) of features``; ``head = linear(flatten(relu(conv3x3,r(features))))``.
+    Two branches from the input ``x`` (``s_t`` and ``z_t``): ``features = relu(conv stack
+    (1,h),(5,h),(3,C) of x)`` at the state's resolution, ``pixels = depth to space (4) of
+    conv stack (3,C),(3,C),(1,16F) of depth to space (2) of features``; and ``head =
+    linear(flatten(conv3x3,r(x)))``, which needs no pixel work (a rollout's rewards).
 
     Args:
         in_channels: channels of the input (``s_t`` and ``z_t`` concatenated).
@@ -266,7 +268,7 @@ class PixelRewardDecoder(nn.Module):
         self.stack2 = ConvStack(
             channels // 4, ((3, channels), (3, channels), (1, 16 * frame_stack))
         )
-        self.reward_conv = _conv(channels, reward_channels, 3)
+        self.reward_conv = _conv(in_channels, reward_channels, 3)
         self.reward_linear = nn.Linear(reward_channels * grid * grid, reward_bits + extra_outputs)
         self.reward_bits = reward_bits
 
@@ -278,13 +280,13 @@ class PixelRewardDecoder(nn.Module):
         """Pixel log-odds ``(B, F, 8G, 8G)`` from :meth:`features`."""
         return depth_to_space(self.stack2(depth_to_space(features, 2)), 4)
 
-    def head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, reward_bits + extra_outputs)`` logits from :meth:`features`."""
-        return self.reward_linear(F.relu(self.reward_conv(features)).flatten(1))
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, reward_bits + extra_outputs)`` logits from the decoder's input ``x``."""
+        return self.reward_linear(self.reward_conv(x).flatten(1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.features(x)
-        return self.pixels(features), self.head(features)
+        """Pixel log-odds ``(B, F, 8G, 8G)`` and head logits of the input ``x``."""
+        return self.pixels(self.features(x)), self.head(x)
 
 
 class InitialStateModule(nn.Module):

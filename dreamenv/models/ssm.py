@@ -43,6 +43,19 @@ such a state:
   The dream step carries the three embeddings along unchanged. For a jumpy model the real
   env's kept embeddings are ``jump`` steps apart while training's context is consecutive.
 
+Choices where the paper is silent:
+
+- *Loss weights.* The image terms (pixel KL and KL(q||p)) are in nats per pixel, the
+  reward bits' and the termination's NLLs in nats per step (``reward_loss_scale``,
+  ``termination_loss_scale``): the exact likelihood would weigh a reward like one pixel,
+  too little for a dream whose rewards train agents.
+- *Termination.* One more logit of the decoder's reward head (the paper's games have none).
+- *Rewards.* ``reward_bits = 8`` bits of ``floor(|r|)`` (larger rewards are clamped);
+  the env samples from the sign and zero bits (:meth:`RewardBits.sign_logits`).
+- *Standard deviations.* ``softplus + 1e-4`` (:data:`~dreamenv.models.blocks.STD_FLOOR`).
+- *Evaluation.* :meth:`~StateSpaceModel.test_nll` and :meth:`~StateSpaceModel.metrics` draw
+  their posterior sample from a fixed seed, so a batch always gets the same figure.
+
 Example:
     >>> model = build_model("sssm", "tiny", AtariSpec("pong"), num_actions=6)
     >>> emb = model.encode(torch.zeros(2, 4, 96, 96, dtype=torch.uint8))
@@ -261,7 +274,7 @@ class StateSpaceModel(WorldModel):
     # --- dynamics -----------------------------------------------------------------------
     def _head(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward scores over (-1, 0, +1) and the termination logit of latents."""
-        head = self.decoder.head(self.decoder.features(latent))
+        head = self.decoder.head(latent)
         return self.bits.sign_logits(head[:, :-1]), head[:, -1]
 
     def _filter_step(
@@ -362,7 +375,8 @@ class StateSpaceModel(WorldModel):
         self, batch: dict[str, torch.Tensor], mode: str, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Per-step terms over a window: ``mode`` ``"train"`` (the family's objective, one
-        posterior sample) or ``"open_loop"`` (prior means, no observation after the context).
+        posterior sample) or ``"open_loop"`` (a rollout as the dream's, no observation after
+        the context: prior samples for the sSSM, prior means for the dSSMs).
 
         Returns ``(B, L)`` tensors: ``pixel`` (per-pixel KL), ``kl`` (KL(q||p) per pixel),
         ``reward`` and ``termination`` NLLs, their accuracies, ``mse``, and ``mask``.
@@ -384,13 +398,15 @@ class StateSpaceModel(WorldModel):
                 eps = torch.randn(q_mean.shape, generator=generator, device=q_mean.device)
                 z = q_mean + q_std * eps
                 kls.append(gaussian_kl(q_mean, q_std, mean, std))
+            elif self.sample_transition:  # open loop, as the dream samples
+                eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+                z = mean + std * eps
             else:
                 z = mean
             s = self.transition(s, z if self.sample_transition else mean, a)
             latents.append(torch.cat([s, z], 1))
-        features = self.decoder.features(torch.stack(latents, 1).flatten(0, 1))
-        logits = self.decoder.pixels(features)
-        head = self.decoder.head(features).unflatten(0, (b, steps))
+        logits, head = self.decoder(torch.stack(latents, 1).flatten(0, 1))
+        head = head.unflatten(0, (b, steps))
         target = frames.flatten(0, 1)
         pixels = frames[0, 0].numel()
         rewards, terminated = parts["rewards"], parts["terminated"].float()
@@ -448,11 +464,12 @@ class StateSpaceModel(WorldModel):
     @torch.no_grad()
     def metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """Held-out figures: the training terms (``recon_loss``: per-pixel KL, ``kl_loss``,
-        ``nll``: their sum), reward and termination accuracies, ``recon_mse``, and the
-        open-loop (prior-mean rollout) ``open_loop_recon_loss`` and ``open_loop_mse``."""
+        ``nll``: their sum), reward and termination accuracies, ``recon_mse``, and those of
+        an open-loop rollout from the context (``open_loop_recon_loss``, ``open_loop_mse``:
+        a prior sample per step for the sSSM, the prior mean for the dSSMs)."""
         generator = torch.Generator(self.device).manual_seed(0)
         m = self._masked_means(self._unroll(batch, "train", generator))
-        o = self._masked_means(self._unroll(batch, "open_loop"))
+        o = self._masked_means(self._unroll(batch, "open_loop", generator))
         return {
             "recon_loss": float(m["pixel"]),
             "kl_loss": float(m["kl"]),
