@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--horizon", type=int, default=48, help="real steps per timed rollout")
     p.add_argument("--repeats", type=int, default=5, help="timed rollouts per family (median)")
+    p.add_argument("--figure-steps", type=int, default=12, help="real steps in the figure")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/models")
@@ -137,12 +138,20 @@ def test_nll(model: WorldModel, windows: list[dict[str, torch.Tensor]]) -> float
         return float("nan")
 
 
-def start_of(model: WorldModel, windows: list[dict[str, torch.Tensor]], batch: int) -> tuple:
-    """Embeddings of the first ``NLL_CONTEXT`` observations of ``batch`` held-out windows."""
-    frames = torch.cat([w["frames"] for w in windows])[:batch, :NLL_CONTEXT]
-    actions = torch.cat([w["actions"] for w in windows])[:batch, : NLL_CONTEXT - 1]
+def start_context(model: WorldModel) -> int:
+    """Real observations a rollout starts from: the three of the paper's context, and the
+    ``jump`` before them that a jumpy model's first state is filtered from."""
+    return NLL_CONTEXT + model.jump
+
+
+def start_of(model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, batch: int) -> tuple:
+    """Embeddings and actions of the first :func:`start_context` observations of the
+    windows ``frames`` ``(N, T+1, ...)``, ``actions`` ``(N, T)`` (repeated to ``batch``)."""
+    k = start_context(model)
+    rows = torch.arange(batch) % len(frames)
+    frames, actions = frames[rows, :k], actions[rows, : k - 1]
     emb = model.encode(frames.flatten(0, 1))
-    return emb.view(len(frames), NLL_CONTEXT, *emb.shape[1:]), actions
+    return emb.view(batch, k, *emb.shape[1:]), actions
 
 
 @torch.inference_mode()
@@ -170,10 +179,10 @@ def rollout(
     return elapsed, frames
 
 
-def measure_speed(model: WorldModel, start: tuple, args: argparse.Namespace, batch: int) -> float:
+def measure_speed(model: WorldModel, starts: dict, args: argparse.Namespace, batch: int) -> float:
     """Imagined real steps per second of ``batch`` rollouts (median of ``--repeats`` after a
-    warm-up); the starts are the held-out ones, repeated to fill the batch."""
-    start = tuple(t[torch.arange(batch) % len(t)] for t in start)
+    warm-up) from held-out real starts."""
+    start = start_of(model, starts["frames"], starts["actions"], batch)
     rng = np.random.default_rng(0)
     actions = torch.as_tensor(
         rng.integers(0, model.num_actions, (batch, args.horizon)), device=model.device
@@ -185,37 +194,37 @@ def measure_speed(model: WorldModel, start: tuple, args: argparse.Namespace, bat
 
 
 def rollout_figure(
-    path: Path, title: str, models: dict[str, WorldModel], windows: list, horizon: int
+    path: Path, title: str, models: dict[str, WorldModel], window: dict, horizon: int
 ) -> Path:
-    """Rows: the real continuation, then each model's imagined frames (two samples for
-    stochastic families) from the same start with the same actions."""
+    """Rows: the real continuation, then each model's imagined frames (two samples each)
+    from the same real start (``window``'s first observations) with the same actions."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    window = {k: v[:1] for k, v in windows[0].items()}
-    real = window["frames"][0, NLL_CONTEXT - 1 :, -1].cpu().numpy()
-    acts = window["actions"][:, NLL_CONTEXT - 1 :]
-    rows = [("real", real)]
+    k = max(start_context(m) for m in models.values())
+    real = window["frames"][0, k - 1 :, -1].cpu().numpy()  # the start, then what came
+    rows = [("real", real[1 : horizon + 1])]
     for name, model in models.items():
-        start = start_of(model, [window], 1)
-        h = min(horizon, acts.shape[1]) // model.jump * model.jump
+        offset = k - start_context(model)  # every model starts at the same observation
+        start = start_of(model, window["frames"][:, offset:], window["actions"][:, offset:], 1)
+        acts = window["actions"][:, k - 1 : k - 1 + horizon]
+        h = acts.shape[1] // model.jump * model.jump
         for sample in (0, 1):
             _, frames = rollout(model, start, acts[:, :h], seed=sample, decode=True)
             imagined = torch.cat(frames).numpy()
-            if model.jump > 1:  # put each jumpy frame under the real step it shows
+            if model.jump > 1:  # each jumpy frame under the real step it shows
                 spread = np.zeros((h, *imagined.shape[1:]), imagined.dtype)
                 spread[model.jump - 1 :: model.jump] = imagined
                 imagined = spread
             rows.append((f"{name} #{sample + 1}", imagined))
-    cols = min(12, min(len(r) for _, r in rows[1:]) if len(rows) > 1 else len(real) - 1)
+    cols = min(len(frames) for _, frames in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.9, len(rows) * 1.0), squeeze=False)
     for i, (label, frames) in enumerate(rows):
         for j in range(cols):
             ax = axes[i, j]
-            index = j + 1 if label == "real" else j
-            ax.imshow(frames[index], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(frames[j], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
@@ -229,6 +238,16 @@ def rollout_figure(
     return path
 
 
+def held_out_windows(store: EpisodeStore, steps: int, count: int, seed: int) -> dict:
+    """``count`` windows of ``steps`` real steps of held-out episodes (whole, no episode end)."""
+    _, held_out = split_episodes(store.episodes(), 0.1)
+    usable = [e for e in held_out if len(e) > steps] or held_out
+    sampler = SequenceSampler(usable, store.spec.frame_stack, steps, seed=seed)
+    which = sampler.rng.choice(len(usable), size=count)
+    starts = np.array([sampler.rng.integers(0, max(1, len(usable[i]) - steps)) for i in which])
+    return {k: torch.as_tensor(v) for k, v in sampler.window(which, starts).items()}
+
+
 def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> list[dict[str, Any]]:
     spec = DATASETS[name](args)
     out = Path(args.out) / name
@@ -237,15 +256,10 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
     rows: list[dict[str, Any]] = []
     for family in families:
         models[family] = fit_family(out / "data", out / family, family, args)
-    windows = test_windows(store, models[families[0]], args)
+    longest = max(start_context(m) for m in models.values())
+    starts = held_out_windows(store, longest, max(args.batches), seed=1)
     for family, model in models.items():
-        mine = (
-            test_windows(store, model, args)
-            if model.window_steps(args.seq_len) != len(windows[0]["actions"][0])
-            else windows
-        )
-        start = start_of(model, mine, max(args.batches))
-        nll = test_nll(model, mine)
+        nll = test_nll(model, test_windows(store, model, args))
         for batch in args.batches:
             rows.append(
                 {
@@ -254,7 +268,7 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
                     "parameters": model.parameter_counts()["total"],
                     "test_nll": nll,
                     "batch": batch,
-                    "steps_per_s": measure_speed(model, start, args, batch),
+                    "steps_per_s": measure_speed(model, starts, args, batch),
                 }
             )
     for r in rows:
@@ -265,8 +279,8 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
         Path(args.out) / f"rollouts-{name}.png",
         f"{spec.game}: rollouts from the same start and actions (two samples each)",
         shown or models,
-        windows,
-        args.horizon,
+        held_out_windows(store, longest - 1 + args.figure_steps, 1, seed=2),
+        args.figure_steps,
     )
     return rows
 
