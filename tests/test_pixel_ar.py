@@ -104,6 +104,16 @@ def test_encoder_and_decoder_sizes_match_the_state_space_models() -> None:
         assert rar["decoder"] < dssm["decoder"]
 
 
+def test_presets_have_the_state_space_models_sizes() -> None:
+    ssm = pytest.importorskip("dreamenv.models.ssm")
+    for preset, config in ssm.PRESETS.items():
+        sizes = dataclasses.asdict(config)
+        for own in (ARWorldModel.presets[preset], RARWorldModel.presets[preset]):
+            shared = {k: v for k, v in dataclasses.asdict(own).items() if k in sizes}
+            assert shared == {k: sizes[k] for k in shared}
+            assert set(shared) >= set(sizes) - {"z_channels", "prior_hidden", "jump"}
+
+
 @pytest.mark.parametrize(
     ("config", "match"),
     [

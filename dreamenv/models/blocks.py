@@ -39,6 +39,10 @@ Our reading of the figures, whose text the PDF extraction scrambled:
 - Fig. 14, initial state: ``concat(e(o_-2), e(o_-1), e(o_0)) -> conv stack (1,64),(3,64),
   (3,64) -> s_0``.
 
+The families built from these blocks (:mod:`dreamenv.models.ssm`,
+:mod:`dreamenv.models.pixel_ar`) share their sizes: their configs derive from
+:class:`BuesingSizes`, and their presets from :data:`PRESET_SIZES` (:func:`sized_presets`).
+
 Example:
     >>> enc = Encoder(frame_stack=4)
     >>> enc(torch.zeros(2, 4, 96, 96, dtype=torch.uint8)).shape
@@ -46,6 +50,10 @@ Example:
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -445,3 +453,127 @@ class TransitionModule(nn.Module):
         """``state`` ``(B, S, G, G)``, ``z`` ``(B, Z, G, G)``, tiled ``action`` -> next state."""
         h = F.relu(self.res1(torch.cat([state, action], 1)))
         return self.res2(torch.cat([self.pool(h), z], 1))
+
+
+# --- sizes shared by the families' configs --------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class BuesingSizes:
+    """Module sizes and loss weights shared by the families built from these blocks
+    (defaults: the paper's); each family's config adds its own fields.
+
+    Every field must be a positive int, except the ``*_scale`` weights (numbers >= 0),
+    ``encoder_hidden`` (a pair of positive ints) and ``reward_bits`` (an int in [0, 30]);
+    ``decoder_channels`` must be divisible by 4. A bad value is a :class:`ConfigError`
+    naming the config class, the field and its default. (``SSMConfig`` keeps checks of its
+    own.)
+    """
+
+    embed_channels: int = 64
+    """Channels of the observation embedding ``e(o)`` (Fig. 11)."""
+    encoder_hidden: tuple[int, int] = (16, 32)
+    """First two layers' channels of the encoder's two conv stacks (Fig. 11)."""
+    state_channels: int = 64
+    """Channels of the state ``s_t`` (Figs. 9, 14; the AR: of the features the decoder reads)."""
+    init_hidden: int = 64
+    """First two layers' channels of the initial-state conv stack (Fig. 14)."""
+    transition_hidden: int = 32
+    """First two layers' channels of the transition's res convs (Figs. 7, 9)."""
+    pool_channels: int = 32
+    """Channels of the pool-and-inject convolution (Fig. 8)."""
+    decoder_hidden: int = 32
+    """First two layers' channels of the decoder's first conv stack (Fig. 10)."""
+    decoder_channels: int = 64
+    """Channels of the decoder's conv stacks (Fig. 10; divisible by 4)."""
+    reward_channels: int = 24
+    """Channels of the reward head's convolution (Fig. 10)."""
+    reward_bits: int = 8
+    """Bits of ``floor(|r|)`` in the reward representation (A.2; rewards clamp to 2^n - 1)."""
+    reward_loss_scale: float = 1.0
+    """Weight of the reward bits' NLL (nats per step) against the per-pixel image terms."""
+    termination_loss_scale: float = 1.0
+    """Weight of the termination NLL (nats per step)."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name.endswith("_scale"):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+                need = "a number >= 0"
+            elif field.name == "encoder_hidden":
+                ok = (
+                    isinstance(value, tuple)
+                    and len(value) == 2
+                    and all(_is_int(v) and v >= 1 for v in value)
+                )
+                need = "a pair of positive ints (one per encoder conv stack)"
+            elif field.name == "reward_bits":
+                ok = _is_int(value) and 0 <= value <= 30
+                need = "an int in [0, 30]"
+            else:
+                ok = _is_int(value) and value >= 1
+                need = "a positive int"
+            if not ok:
+                raise ConfigError(
+                    f"{type(self).__name__}.{field.name} must be {need}, got {value!r} "
+                    f"(the paper's: {field.default!r})."
+                )
+        if self.decoder_channels % 4:
+            raise ConfigError(
+                f"{type(self).__name__}.decoder_channels must be divisible by 4 (the decoder's "
+                f"depth to space (2)), got {self.decoder_channels!r} (the paper's: 64)."
+            )
+
+
+PRESET_SIZES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "small": {
+        "embed_channels": 32,
+        "encoder_hidden": (8, 16),
+        "state_channels": 32,
+        "init_hidden": 32,
+        "z_channels": 16,
+        "prior_hidden": 16,
+        "transition_hidden": 16,
+        "pool_channels": 16,
+        "decoder_hidden": 16,
+        "decoder_channels": 32,
+        "reward_channels": 8,
+    },
+    "tiny": {
+        "embed_channels": 8,
+        "encoder_hidden": (4, 4),
+        "state_channels": 8,
+        "init_hidden": 8,
+        "z_channels": 4,
+        "prior_hidden": 4,
+        "transition_hidden": 4,
+        "pool_channels": 4,
+        "decoder_hidden": 4,
+        "decoder_channels": 8,
+        "reward_channels": 2,
+    },
+}
+"""The sizes of each preset that differ from the paper's (the ``z_channels`` and
+``prior_hidden`` of the families with a prior module included)."""
+
+_SizesT = TypeVar("_SizesT", bound=BuesingSizes)
+
+
+def sized_presets(config_class: type[_SizesT]) -> dict[str, _SizesT]:
+    """``config_class``'s presets: :data:`PRESET_SIZES`, each with the fields it has.
+
+    Example:
+        >>> sized_presets(BuesingSizes)["tiny"].decoder_channels
+        8
+    """
+    names = {field.name for field in dataclasses.fields(config_class)}
+    return {
+        preset: config_class(**{k: v for k, v in sizes.items() if k in names})
+        for preset, sizes in PRESET_SIZES.items()
+    }

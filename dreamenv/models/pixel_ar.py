@@ -67,9 +67,7 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -81,6 +79,7 @@ from dreamenv.envs.atari import AtariSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.blocks import (
+    BuesingSizes,
     Encoder,
     InitialStateModule,
     PixelRewardDecoder,
@@ -88,6 +87,7 @@ from dreamenv.models.blocks import (
     PriorModule,
     ResConv,
     TransitionModule,
+    sized_presets,
     tile_action,
 )
 from dreamenv.models.common import (
@@ -104,165 +104,30 @@ from dreamenv.random import BatchRandom
 # --- configs --------------------------------------------------------------------------------
 
 
-def _check_config(config: Any) -> None:
-    """A ConfigError naming the first field of ``config`` out of range, and its default."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if field.name.endswith("_scale"):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-            need = "a number >= 0"
-        elif field.name == "encoder_hidden":
-            ok = (
-                isinstance(value, tuple)
-                and len(value) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-            )
-            need = "a pair of positive ints (one per encoder conv stack)"
-        elif field.name == "reward_bits":
-            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 30
-            need = "an int in [0, 30]"
-        else:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            need = "a positive int"
-        if not ok:
-            raise ConfigError(
-                f"{type(config).__name__}.{field.name} must be {need}, got {value!r} "
-                f"(the paper's: {field.default!r})."
-            )
-    if config.decoder_channels % 4:
-        raise ConfigError(
-            f"{type(config).__name__}.decoder_channels must be divisible by 4 (the decoder's "
-            f"depth to space (2)), got {config.decoder_channels!r} (the paper's: 64)."
-        )
-
-
 @dataclass(frozen=True)
-class ARConfig:
-    """Hyperparameters of the AR (defaults: the paper's module sizes)."""
+class ARConfig(BuesingSizes):
+    """Hyperparameters of the AR (defaults: the paper's module sizes): ``order`` and the
+    sizes it shares with the state-space models; ``state_channels`` sizes the fused
+    features the decoder reads, ``init_hidden`` the fusing conv stack (Fig. 14's), and
+    ``transition_hidden`` its one res conv."""
 
     order: int = 3
     """Observations ``K`` in the FIFO: ``p(o_{t+1} | o_{t-K+1:t}, a_{t-K+1:t})``."""
-    embed_channels: int = 64
-    """Channels of the encoding ``e(o)`` (Fig. 11)."""
-    encoder_hidden: tuple[int, int] = (16, 32)
-    """First two layers' channels of the encoder's two conv stacks (Fig. 11)."""
-    state_channels: int = 64
-    """Channels of the fused features the decoder reads (the SSMs' state size)."""
-    init_hidden: int = 64
-    """First two layers' channels of the fusing conv stack (Fig. 14's)."""
-    transition_hidden: int = 32
-    """First two layers' channels of the res conv (Fig. 7)."""
-    pool_channels: int = 32
-    """Channels of the pool-and-inject convolution (Fig. 8)."""
-    decoder_hidden: int = 32
-    """First two layers' channels of the decoder's first conv stack (Fig. 10)."""
-    decoder_channels: int = 64
-    """Channels of the decoder's stacks (Fig. 10; divisible by 4)."""
-    reward_channels: int = 24
-    """Channels of the reward head's convolution (Fig. 10)."""
-    reward_bits: int = 8
-    """Bits of ``floor(|r|)`` in the binary reward representation (appendix A.2)."""
-    reward_loss_scale: float = 1.0
-    """Weight of the reward bits' NLL (nats per step) against the per-pixel image KL."""
-    termination_loss_scale: float = 1.0
-    """Weight of the termination BCE (nats per step)."""
-
-    def __post_init__(self) -> None:
-        _check_config(self)
 
 
 @dataclass(frozen=True)
-class RARConfig:
+class RARConfig(BuesingSizes):
     """Hyperparameters of the RAR (defaults: the paper's module sizes, as the dSSM-DET's)."""
 
-    embed_channels: int = 64
-    """Channels of the encoding ``e(o)`` (Fig. 11)."""
-    encoder_hidden: tuple[int, int] = (16, 32)
-    """First two layers' channels of the encoder's two conv stacks (Fig. 11)."""
-    state_channels: int = 64
-    """Channels of the state ``s_t`` (Figs. 9, 14)."""
-    init_hidden: int = 64
-    """First two layers' channels of the initial-state module (Fig. 14)."""
     z_channels: int = 32
     """Channels of the prior mean ``mu`` fed to the transition and the decoder (Fig. 12)."""
     prior_hidden: int = 32
     """First two layers' channels of the prior module (Fig. 12)."""
-    transition_hidden: int = 32
-    """First two layers' channels of the transition's res convs (Figs. 7, 9)."""
-    pool_channels: int = 32
-    """Channels of the transition's pool-and-inject convolution (Fig. 8)."""
-    decoder_hidden: int = 32
-    """First two layers' channels of the decoder's first conv stack (Fig. 10)."""
-    decoder_channels: int = 64
-    """Channels of the decoder's stacks (Fig. 10; divisible by 4)."""
-    reward_channels: int = 24
-    """Channels of the reward head's convolution (Fig. 10)."""
-    reward_bits: int = 8
-    """Bits of ``floor(|r|)`` in the binary reward representation (appendix A.2)."""
-    reward_loss_scale: float = 1.0
-    """Weight of the reward bits' NLL (nats per step) against the per-pixel image KL."""
-    termination_loss_scale: float = 1.0
-    """Weight of the termination BCE (nats per step)."""
-
-    def __post_init__(self) -> None:
-        _check_config(self)
 
 
-AR_PRESETS = {
-    "paper": ARConfig(),
-    "small": ARConfig(
-        embed_channels=32,
-        encoder_hidden=(8, 16),
-        state_channels=32,
-        init_hidden=32,
-        transition_hidden=16,
-        pool_channels=16,
-        decoder_hidden=16,
-        decoder_channels=32,
-        reward_channels=8,
-    ),
-    "tiny": ARConfig(
-        embed_channels=8,
-        encoder_hidden=(4, 4),
-        state_channels=8,
-        init_hidden=8,
-        transition_hidden=4,
-        pool_channels=4,
-        decoder_hidden=4,
-        decoder_channels=8,
-        reward_channels=2,
-    ),
-}
+AR_PRESETS = sized_presets(ARConfig)
 
-RAR_PRESETS = {
-    "paper": RARConfig(),
-    "small": RARConfig(
-        embed_channels=32,
-        encoder_hidden=(8, 16),
-        state_channels=32,
-        init_hidden=32,
-        z_channels=16,
-        prior_hidden=16,
-        transition_hidden=16,
-        pool_channels=16,
-        decoder_hidden=16,
-        decoder_channels=32,
-        reward_channels=8,
-    ),
-    "tiny": RARConfig(
-        embed_channels=8,
-        encoder_hidden=(4, 4),
-        state_channels=8,
-        init_hidden=8,
-        z_channels=4,
-        prior_hidden=4,
-        transition_hidden=4,
-        pool_channels=4,
-        decoder_hidden=4,
-        decoder_channels=8,
-        reward_channels=2,
-    ),
-}
+RAR_PRESETS = sized_presets(RARConfig)
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -310,7 +175,7 @@ class _PixelAutoRegressive(WorldModel):
     has_warmup = False
     context = NLL_CONTEXT
 
-    def __init__(self, config: Any, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(self, config: BuesingSizes, spec: AtariSpec, num_actions: int) -> None:
         super().__init__(config, spec, num_actions)
         stack, size, _ = spec.frame_shape
         if size % 8:

@@ -80,12 +80,14 @@ from dreamenv.envs.atari import AtariSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.blocks import (
+    BuesingSizes,
     Encoder,
     InitialStateModule,
     PixelRewardDecoder,
     PosteriorModule,
     PriorModule,
     TransitionModule,
+    sized_presets,
     tile_action,
 )
 from dreamenv.models.common import (
@@ -106,41 +108,22 @@ CONTEXT = NLL_CONTEXT
 
 
 @dataclass(frozen=True)
-class SSMConfig:
-    """Hyperparameters of the state-space models (defaults: the paper's sizes)."""
+class SSMConfig(BuesingSizes):
+    """Hyperparameters of the state-space models (defaults: the paper's sizes): the sizes
+    shared with the AR baselines (:class:`~dreamenv.models.blocks.BuesingSizes`), those of
+    the prior and posterior, and ``jump``."""
 
-    state_channels: int = 64
-    """Channels of the state ``s_t`` (the output of the res convs and the initial state)."""
     z_channels: int = 32
     """Channels of the latent variable ``z_t`` (half the prior's 64 outputs)."""
-    embed_channels: int = 64
-    """Channels of the observation embedding ``e(o_t)``."""
-    encoder_hidden: tuple[int, int] = (16, 32)
-    """First two layers' channels of the encoder's two conv stacks."""
-    init_hidden: int = 64
-    """First two layers' channels of the initial-state conv stack."""
     prior_hidden: int = 32
     """First two layers' channels of the prior's and the posterior's conv stacks."""
-    transition_hidden: int = 32
-    """First two layers' channels of the transition's res convs."""
-    pool_channels: int = 32
-    """Channels of the pool-and-inject convolution."""
-    decoder_hidden: int = 32
-    """First two layers' channels of the decoder's first conv stack."""
-    decoder_channels: int = 64
-    """Channels of the decoder's conv stacks (divisible by 4)."""
-    reward_channels: int = 24
-    """Channels of the reward head's convolution."""
-    reward_bits: int = 8
-    """Bits of ``floor(|r|)`` in the reward representation (rewards are clamped to 2^n - 1)."""
-    reward_loss_scale: float = 1.0
-    """Weight of the reward bits' NLL (nats per step) against the per-pixel image terms."""
-    termination_loss_scale: float = 1.0
-    """Weight of the termination NLL (nats per step)."""
     jump: int = 1
     """Real steps per model step (section 2.2; the jumpy sSSM: 4)."""
 
     def __post_init__(self) -> None:
+        """The state-space models' own checks, not :class:`BuesingSizes`': they need
+        ``reward_bits >= 1`` where the shared check allows 0, and word their errors (which
+        the tests pin) without the class name and the default."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             values = value if isinstance(value, tuple) else (value,)
@@ -163,35 +146,7 @@ class SSMConfig:
             raise ConfigError(f"reward_bits must be at most 30, got {self.reward_bits}.")
 
 
-PRESETS = {
-    "paper": SSMConfig(),
-    "small": SSMConfig(
-        state_channels=32,
-        z_channels=16,
-        embed_channels=32,
-        encoder_hidden=(8, 16),
-        init_hidden=32,
-        prior_hidden=16,
-        transition_hidden=16,
-        pool_channels=16,
-        decoder_hidden=16,
-        decoder_channels=32,
-        reward_channels=8,
-    ),
-    "tiny": SSMConfig(
-        state_channels=8,
-        z_channels=4,
-        embed_channels=8,
-        encoder_hidden=(4, 4),
-        init_hidden=8,
-        prior_hidden=4,
-        transition_hidden=4,
-        pool_channels=4,
-        decoder_hidden=4,
-        decoder_channels=8,
-        reward_channels=2,
-    ),
-}
+PRESETS = sized_presets(SSMConfig)
 
 JUMPY_PRESETS = {name: dataclasses.replace(c, jump=4) for name, c in PRESETS.items()}
 
