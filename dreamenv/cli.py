@@ -203,6 +203,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("initial_steps", args.initial_steps),
             ("steps_per_iteration", args.steps_per_iteration),
             ("temperature", args.temperature),
+            ("screen_size", args.screen_size),
             ("preset", args.model_preset),
             ("eval_episodes", args.eval_episodes),
             ("eval_max_steps", args.eval_max_steps),
@@ -389,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial-steps", type=int)
     p.add_argument("--steps-per-iteration", type=int)
     p.add_argument("--temperature", type=float)
+    p.add_argument("--screen-size", type=int, choices=(96, 64), help="frame side (preset's)")
     p.add_argument("--model-preset", help="world-model size: small, paper")
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)

@@ -60,6 +60,8 @@ class LoopConfig:
     """Sampling temperature of the policy while collecting."""
     collect_envs: int = 16
     """Real envs stepped together while collecting."""
+    screen_size: int = 96
+    """Side of the preprocessed frames (:class:`AtariSpec`): 96 (paper) or 64."""
     wm_epochs: tuple[int, ...] = PAPER_EPOCHS
     """World-model epochs per iteration (the last entry repeats if there are more iterations)."""
     warmup_epochs: int = 50
@@ -171,6 +173,9 @@ def train(
 ) -> list[dict[str, Any]]:
     """Run (or continue) the iterative loop on ``game`` in ``run_dir``.
 
+    ``spec`` sets the preprocessing; when None it is ``AtariSpec(game)`` with the config's
+    ``screen_size``.
+
     Returns:
         One row per finished iteration: ``iteration``, ``real_steps``, ``mean_return``,
         ``std_return``, ``returns``, ``seconds`` (the iteration's wall-clock time).
@@ -179,7 +184,7 @@ def train(
 
     config = config or LoopConfig()
     run_dir = Path(run_dir)
-    spec = spec or AtariSpec(game)
+    spec = spec or AtariSpec(game, screen_size=config.screen_size)
     meta = {"game": spec.game, "seed": seed, "spec": spec.to_dict(), "loop": config.to_dict()}
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
