@@ -297,9 +297,11 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from dreamenv.quickstart import quickstart
+    from dreamenv.quickstart import QUICKSTART_GAME, quickstart
 
-    quickstart(args.run_dir, game=args.game, seed=args.seed, progress=not args.quiet)
+    quickstart(
+        args.run_dir, game=args.game or QUICKSTART_GAME, seed=args.seed, progress=not args.quiet
+    )
     return 0
 
 
@@ -432,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the main job: quick loop, then dream agent vs random")
     p.add_argument("--run-dir", default="runs/quickstart")
-    p.add_argument("--game", default="kung_fu_master")
+    p.add_argument("--game", default=None, help="default: road_runner (see the README)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_quickstart)
 

@@ -122,10 +122,11 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
     "atari100k": LoopConfig(),
     "quick": LoopConfig(
         iterations=1,
-        initial_steps=40_000,
+        initial_steps=100_000,
         steps_per_iteration=10_000,
-        wm_epochs=(11, 3),
-        warmup_epochs=4,
+        screen_size=64,
+        wm_epochs=(6, 3),
+        warmup_epochs=2,
         preset="small",
         fit=FitConfig(
             epochs=1,
@@ -141,9 +142,10 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
     ),
 }
 """``atari100k``: the paper's protocol (meant for a GPU). ``quick``: scaled down for 2 CPU
-cores: one iteration of 40K random real steps, 11 world-model epochs of 150 updates (4 of
-VQ-VAE warm-up), windows holding rewards oversampled, 300K imagined PPO steps; pass
-``--iterations 2`` (or more) to go on collecting with the policy."""
+cores (the quickstart): one iteration of 100K random real steps of 64x64
+frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE warm-up),
+windows holding rewards oversampled, 300K imagined PPO steps; pass ``--iterations 2`` (or
+more) to go on collecting with the policy."""
 
 
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
