@@ -221,6 +221,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("initial_steps", args.initial_steps),
             ("steps_per_iteration", args.steps_per_iteration),
             ("temperature", args.temperature),
+            ("screen_size", args.screen_size),
             ("preset", args.model_preset),
             ("eval_episodes", args.eval_episodes),
             ("eval_max_steps", args.eval_max_steps),
@@ -314,9 +315,11 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from dreamenv.quickstart import quickstart
+    from dreamenv.quickstart import QUICKSTART_GAME, quickstart
 
-    quickstart(args.run_dir, game=args.game, seed=args.seed, progress=not args.quiet)
+    quickstart(
+        args.run_dir, game=args.game or QUICKSTART_GAME, seed=args.seed, progress=not args.quiet
+    )
     return 0
 
 
@@ -423,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial-steps", type=int)
     p.add_argument("--steps-per-iteration", type=int)
     p.add_argument("--temperature", type=float)
+    p.add_argument("--screen-size", type=int, choices=(96, 64), help="frame side (preset's)")
     p.add_argument("--model-preset", help="world-model size: small, paper")
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)
@@ -464,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the main job: quick loop, then dream agent vs random")
     p.add_argument("--run-dir", default="runs/quickstart")
-    p.add_argument("--game", default="kung_fu_master")
+    p.add_argument("--game", default=None, help="default: road_runner (see the README)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_quickstart)
 

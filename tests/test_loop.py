@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -114,6 +115,23 @@ def test_budget_sets_the_iterations() -> None:
     assert config.rollouts_of(8) == 2000 and config.rollouts_of(12) == 2000
     with pytest.raises(ConfigError, match="below the 12800 random steps"):
         config.with_budget(1000)
+
+
+def test_without_a_spec_the_config_sets_the_screen_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, AtariSpec] = {}
+
+    def stop_at_collect(out: Path, spec: AtariSpec, *args: object, **kwargs: object) -> None:
+        seen["spec"] = spec
+        raise RuntimeError("stopped before collecting")
+
+    monkeypatch.setattr("dreamenv.train.loop.collect", stop_at_collect)
+    config = dataclasses.replace(TINY_LOOP, screen_size=64)
+    with pytest.raises(RuntimeError, match="stopped before collecting"):
+        train("pong", tmp_path / "run", config, progress=False)
+    assert seen["spec"].screen_size == 64
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["spec"]["screen_size"] == 64
 
 
 def test_report_png_and_table(run_dir: Path, tmp_path: Path) -> None:

@@ -60,6 +60,8 @@ class LoopConfig:
     """Sampling temperature of the policy while collecting."""
     collect_envs: int = 16
     """Real envs stepped together while collecting."""
+    screen_size: int = 96
+    """Side of the preprocessed frames (:class:`AtariSpec`): 96 (paper) or 64."""
     wm_epochs: tuple[int, ...] = PAPER_EPOCHS
     """World-model epochs per iteration (the last entry repeats if there are more iterations)."""
     warmup_epochs: int = 50
@@ -120,10 +122,11 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
     "atari100k": LoopConfig(),
     "quick": LoopConfig(
         iterations=1,
-        initial_steps=40_000,
+        initial_steps=100_000,
         steps_per_iteration=10_000,
-        wm_epochs=(11, 3),
-        warmup_epochs=4,
+        screen_size=64,
+        wm_epochs=(6, 3),
+        warmup_epochs=2,
         preset="small",
         fit=FitConfig(
             epochs=1,
@@ -139,9 +142,10 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
     ),
 }
 """``atari100k``: the paper's protocol (meant for a GPU). ``quick``: scaled down for 2 CPU
-cores: one iteration of 40K random real steps, 11 world-model epochs of 150 updates (4 of
-VQ-VAE warm-up), windows holding rewards oversampled, 300K imagined PPO steps; pass
-``--iterations 2`` (or more) to go on collecting with the policy."""
+cores (the quickstart): one iteration of 100K random real steps of 64x64
+frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE warm-up),
+windows holding rewards oversampled, 300K imagined PPO steps; pass ``--iterations 2`` (or
+more) to go on collecting with the policy."""
 
 
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -171,6 +175,9 @@ def train(
 ) -> list[dict[str, Any]]:
     """Run (or continue) the iterative loop on ``game`` in ``run_dir``.
 
+    ``spec`` sets the preprocessing; when None it is ``AtariSpec(game)`` with the config's
+    ``screen_size``.
+
     Returns:
         One row per finished iteration: ``iteration``, ``real_steps``, ``mean_return``,
         ``std_return``, ``returns``, ``seconds`` (the iteration's wall-clock time).
@@ -179,7 +186,7 @@ def train(
 
     config = config or LoopConfig()
     run_dir = Path(run_dir)
-    spec = spec or AtariSpec(game)
+    spec = spec or AtariSpec(game, screen_size=config.screen_size)
     meta = {"game": spec.game, "seed": seed, "spec": spec.to_dict(), "loop": config.to_dict()}
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
