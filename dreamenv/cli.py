@@ -133,6 +133,7 @@ def _cmd_dream(args: argparse.Namespace) -> int:
         num_envs=args.envs,
         obs_type=args.obs_type,
         horizon=args.horizon,
+        use_termination=not args.no_termination,
         seed=args.seed,
         device=args.device,
         agent=agent,
@@ -204,6 +205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("steps_per_iteration", args.steps_per_iteration),
             ("temperature", args.temperature),
             ("screen_size", args.screen_size),
+            ("use_termination", {"on": True, "off": False, None: None}[args.dream_termination]),
             ("preset", args.model_preset),
             ("eval_episodes", args.eval_episodes),
             ("eval_max_steps", args.eval_max_steps),
@@ -363,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--envs", type=int, default=16)
     p.add_argument("--obs-type", default="indices", choices=("indices", "embeddings", "pixels"))
     p.add_argument("--horizon", type=int, default=50)
+    p.add_argument(
+        "--no-termination", action="store_true", help="end dream episodes only at the horizon"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--restart", action="store_true", help="start a new agent even if --out exists")
@@ -393,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-iteration", type=int)
     p.add_argument("--temperature", type=float)
     p.add_argument("--screen-size", type=int, choices=(96, 64), help="frame side (preset's)")
+    p.add_argument(
+        "--dream-termination",
+        choices=("on", "off"),
+        help="end dream episodes when the termination head says so (default: the preset's)",
+    )
     p.add_argument("--model-preset", help="world-model size: small, paper")
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)

@@ -76,6 +76,9 @@ class LoopConfig:
     """Dream envs per PPO rollout."""
     horizon: int = 50
     """Imagined episode length."""
+    use_termination: bool = True
+    """End dream episodes when the termination head says so; False ends them only at the
+    horizon, as the paper does."""
     ppo: dict[str, Any] = field(default_factory=dict)
     """PPO settings overriding :data:`dreamenv.sb3.PAPER_PPO`."""
     eval_episodes: int = 32
@@ -137,6 +140,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
             reward_windows=0.25,
         ),
         rollouts=(375, 125),
+        use_termination=False,
         eval_episodes=32,
         device="cpu",
     ),
@@ -234,6 +238,7 @@ def train(
                 config.rollouts_of(iteration) * config.dream_envs * n_steps,
                 num_envs=config.dream_envs,
                 horizon=config.horizon,
+                use_termination=config.use_termination,
                 seed=seed + iteration,
                 device=device,
                 agent=agent,
