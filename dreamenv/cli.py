@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the main job: quick loop, then dream agent vs random")
     p.add_argument("--run-dir", default="runs/quickstart")
-    p.add_argument("--game", default=None, help="default: road_runner (see the README)")
+    p.add_argument("--game", default=None, help="default: seaquest (see the README)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_quickstart)
 

@@ -139,17 +139,18 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
             updates_per_epoch=150,
             reward_windows=0.25,
         ),
-        rollouts=(375, 125),
+        rollouts=(250, 125),
         use_termination=False,
         eval_episodes=32,
         device="cpu",
     ),
 }
 """``atari100k``: the paper's protocol (meant for a GPU). ``quick``: scaled down for 2 CPU
-cores (the quickstart): one iteration of 100K random real steps of 64x64
+cores (the quickstart, about 10 minutes): one iteration of 100K random real steps of 64x64
 frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE warm-up),
-windows holding rewards oversampled, 300K imagined PPO steps; pass ``--iterations 2`` (or
-more) to go on collecting with the policy."""
+windows holding rewards oversampled, 200K imagined PPO steps in dream episodes that end
+only at the horizon (as in the paper); pass ``--iterations 2`` (or more) to go on
+collecting with the policy."""
 
 
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
