@@ -151,6 +151,7 @@ def _cmd_dream(args: argparse.Namespace) -> int:
         num_envs=args.envs,
         obs_type=args.obs_type,
         horizon=args.horizon,
+        use_termination=not args.no_termination,
         seed=args.seed,
         device=args.device,
         agent=agent,
@@ -222,6 +223,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("steps_per_iteration", args.steps_per_iteration),
             ("temperature", args.temperature),
             ("screen_size", args.screen_size),
+            ("use_termination", {"on": True, "off": False, None: None}[args.dream_termination]),
             ("preset", args.model_preset),
             ("eval_episodes", args.eval_episodes),
             ("eval_max_steps", args.eval_max_steps),
@@ -397,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--obs-type", default=None, help="the family's observation type (default: its first)"
     )
     p.add_argument("--horizon", type=int, default=50)
+    p.add_argument(
+        "--no-termination", action="store_true", help="end dream episodes only at the horizon"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--restart", action="store_true", help="start a new agent even if --out exists")
@@ -427,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-iteration", type=int)
     p.add_argument("--temperature", type=float)
     p.add_argument("--screen-size", type=int, choices=(96, 64), help="frame side (preset's)")
+    p.add_argument(
+        "--dream-termination",
+        choices=("on", "off"),
+        help="end dream episodes when the termination head says so (default: the preset's)",
+    )
     p.add_argument("--model-preset", help="world-model size: small, paper")
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)
@@ -468,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the main job: quick loop, then dream agent vs random")
     p.add_argument("--run-dir", default="runs/quickstart")
-    p.add_argument("--game", default=None, help="default: road_runner (see the README)")
+    p.add_argument("--game", default=None, help="default: seaquest (see the README)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_quickstart)
 

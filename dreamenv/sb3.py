@@ -356,6 +356,7 @@ def train_in_dream(
     num_envs: int = 16,
     obs_type: str | None = None,
     horizon: int = 50,
+    use_termination: bool = True,
     seed: int = 0,
     device: str = "cpu",
     agent: BaseAlgorithm | None = None,
@@ -364,10 +365,18 @@ def train_in_dream(
 ) -> BaseAlgorithm:
     """Train an SB3 agent for ``timesteps`` imagined steps in the checkpoint's dream env.
 
+    ``use_termination=False`` ends dream episodes only at the horizon, as the paper does.
     Passing ``agent`` continues training it (its env is replaced by a fresh dream env).
     """
     dream = wrap(
-        DreamVectorEnv(checkpoint, num_envs, obs_type=obs_type, horizon=horizon, device=device)
+        DreamVectorEnv(
+            checkpoint,
+            num_envs,
+            obs_type=obs_type,
+            horizon=horizon,
+            use_termination=use_termination,
+            device=device,
+        )
     )
     dream.seed(seed)
     if agent is None:

@@ -313,3 +313,35 @@ def test_train_in_dream_shows_progress_without_rich(checkpoint_dir, capsys) -> N
     agent = train_in_dream(checkpoint_dir, 64, num_envs=2, progress=True, n_steps=32, batch_size=32)
     assert agent.num_timesteps >= 64
     assert "dream" in capsys.readouterr().err
+
+
+def test_train_in_dream_without_termination_ends_episodes_at_the_horizon(checkpoint_dir) -> None:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from dreamenv.sb3 import train_in_dream
+
+    class Ends(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[bool] = []
+
+        def _on_step(self) -> bool:
+            for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+                if done:
+                    self.ends.append(bool(info.get("TimeLimit.truncated", False)))
+            return True
+
+    agent = train_in_dream(
+        checkpoint_dir,
+        64,
+        num_envs=2,
+        horizon=4,
+        use_termination=False,
+        progress=False,
+        n_steps=32,
+        batch_size=32,
+    )
+    ends = Ends()
+    agent.learn(64, callback=ends, reset_num_timesteps=False)
+    assert ends.ends and all(ends.ends)  # every episode was cut by the horizon, none terminated
+    assert agent.get_env().env.core.options.use_termination is False
