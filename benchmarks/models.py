@@ -21,6 +21,7 @@ Writes ``OUT/models.csv``, ``OUT/models.json``, ``OUT/models.md`` and one
 Example:
     python benchmarks/models.py --out runs/models
     python benchmarks/models.py --families ar sssm --datasets ball --updates 50   # quick look
+    python benchmarks/models.py --speed-only --preset paper --batches 1 16 256    # speed alone
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dreamenv.data.collect import collect
 from dreamenv.data.sequences import SequenceSampler, split_episodes
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
-from dreamenv.models import FAMILIES
+from dreamenv.models import FAMILIES, build_model
 from dreamenv.models.base import WorldModel
 from dreamenv.models.common import NLL_CONTEXT
 from dreamenv.random import BatchRandom, key_from_seed
@@ -88,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/models")
+    p.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="time untrained models of --preset (no fitting, no NLL, no figure)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -255,11 +261,17 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
     models: dict[str, WorldModel] = {}
     rows: list[dict[str, Any]] = []
     for family in families:
-        models[family] = fit_family(out / "data", out / family, family, args)
+        if args.speed_only:  # untrained weights run exactly the same operations
+            torch.manual_seed(0)
+            models[family] = build_model(
+                family, args.preset, spec, len(store.action_meanings)
+            ).eval()
+        else:
+            models[family] = fit_family(out / "data", out / family, family, args)
     longest = max(start_context(m) for m in models.values())
     starts = held_out_windows(store, longest, max(args.batches), seed=1)
     for family, model in models.items():
-        nll = test_nll(model, test_windows(store, model, args))
+        nll = float("nan") if args.speed_only else test_nll(model, test_windows(store, model, args))
         for batch in args.batches:
             rows.append(
                 {
@@ -275,6 +287,8 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
         base = [b for b in rows if b["family"] == BASELINE and b["batch"] == r["batch"]]
         r["vs_ar"] = r["steps_per_s"] / base[0]["steps_per_s"] if base else float("nan")
     shown = {f: models[f] for f in ("dssm_det", "sssm", "sssm_jumpy", "ar") if f in models}
+    if args.speed_only:
+        return rows
     rollout_figure(
         Path(args.out) / f"rollouts-{name}.png",
         f"{spec.game}: rollouts from the same start and actions (two samples each)",
