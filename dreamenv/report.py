@@ -97,6 +97,7 @@ def plot_learning_curve(game: str, runs: list[list[dict[str, Any]]], path: Path)
     for i, (column, name) in enumerate(REFERENCE_COLUMNS.items()):
         if column in refs:
             ax.axhline(refs[column], color=f"C{i + 1}", ls=":", lw=1, label=name)
+    ax.set_xlim(0, 1.05 * float(np.max(steps)))  # from no interaction: one point is not a span
     ax.set_xlabel("real interactions (agent steps)")
     ax.set_ylabel("mean real episode return")
     ax.set_title(f"{game}: return in the real game against real interactions")

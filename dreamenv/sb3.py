@@ -29,6 +29,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -383,6 +384,9 @@ def train_in_dream(
         agent = make_agent(algo, dream, seed=seed, device=device, **agent_kwargs)
     else:
         agent.set_env(dream)
+    if agent.verbose == 0 and not agent._custom_logger:
+        # SB3's default logger makes an empty SB3-<time> folder in the temp dir per learn()
+        agent.set_logger(Logger(None, []))
     callback = ProgressCallback(timesteps) if progress else None
     agent.learn(timesteps, callback=callback, reset_num_timesteps=False)
     return agent

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.errors import ConfigError
@@ -19,7 +20,11 @@ from dreamenv.models import (
     get_family,
     resolve_config,
 )
-from dreamenv.models.discrete import continuous_bernoulli_mean, continuous_bernoulli_nll
+from dreamenv.models.discrete import (
+    KEEP_LOGIT_INIT,
+    continuous_bernoulli_mean,
+    continuous_bernoulli_nll,
+)
 from dreamenv.random import BatchRandom, key_from_seed
 
 SPEC = AtariSpec("pong")
@@ -110,6 +115,29 @@ def test_step_samples_only_from_the_given_streams(model: DiscreteWorldModel) -> 
         c = model.step(state, latent, action, _rng(2, seed=9)).next_latent
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
+
+
+def test_keep_logit_raises_the_current_codes_logits(model: DiscreteWorldModel) -> None:
+    current = torch.randint(0, model.config.num_codes, (2, 6, 6))
+    embedded, action = model.embed(current), torch.tensor([1, 4])
+    state = model.zero_state(2)
+    with torch.no_grad():
+        model.dynamics.keep_logit.fill_(0.0)
+        plain = model.dynamics(embedded, action, state, current)[0]
+        model.dynamics.keep_logit.fill_(3.0)
+        kept = model.dynamics(embedded, action, state, current)[0]
+    model.dynamics.keep_logit.data.fill_(KEEP_LOGIT_INIT)
+    raised = F.one_hot(current, model.config.num_codes).permute(0, 3, 1, 2).bool()
+    torch.testing.assert_close(kept[raised], plain[raised] + 3.0)
+    torch.testing.assert_close(kept[~raised], plain[~raised])
+
+
+def test_checkpoints_without_keep_logit_load_with_it_at_zero(model: DiscreteWorldModel) -> None:
+    state = {k: v for k, v in model.state_dict().items() if k != "dynamics.keep_logit"}
+    fresh = build_model("discrete", "tiny", SPEC, ACTIONS)
+    fresh.load_state_dict(state)
+    assert fresh.dynamics.keep_logit.item() == 0.0
+    assert model.dynamics.keep_logit.item() == KEEP_LOGIT_INIT
 
 
 def test_decode_and_observations(model: DiscreteWorldModel) -> None:

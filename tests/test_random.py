@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from gymnasium.utils import seeding
 
@@ -108,3 +109,26 @@ def test_state_dict_is_a_copy() -> None:
     saved = rng.state_dict()
     rng.uniform(())
     assert saved["counters"].tolist() == [0, 0, 0]
+
+
+def _lowbias32(x: int) -> int:
+    """The finaliser in plain Python integers (the reference for the tensor version)."""
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, 1)):
+        x = ((x ^ (x >> shift)) * multiplier) & 0xFFFFFFFF
+    return x
+
+
+def _reference_uniform(key: int, counter: int, element: int) -> float:
+    x = (element + counter * 0x9E3779B9) & 0xFFFFFFFF
+    x = _lowbias32(_lowbias32(x ^ (key & 0x7FFFFFFF)) ^ ((key >> 31) & 0x7FFFFFFF))
+    return ((x >> 9) + 0.5) / (1 << 23)
+
+
+@pytest.mark.parametrize("num_envs, shape", [(3, (5,)), (40, (3000,))])  # 40 x 3000: 2 passes
+def test_draws_are_the_documented_hash_in_every_pass(num_envs: int, shape: tuple) -> None:
+    keys = [key_from_seed(i) for i in range(num_envs)]
+    rng = _rng(keys)
+    rng.uniform(shape)  # counter 1 next
+    u = rng.uniform(shape)
+    for env, element in [(0, 0), (1, 2), (num_envs - 1, shape[0] - 1), (num_envs // 2, 1)]:
+        assert float(u[env, element]) == _reference_uniform(keys[env], 1, element)

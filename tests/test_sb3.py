@@ -3,6 +3,7 @@ dream, evaluation in the real game."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -231,6 +232,15 @@ def test_train_in_dream_continues_an_agent(agent: PPO, ckpt: dreamenv.Checkpoint
     same = train_in_dream(ckpt, 32, num_envs=2, agent=agent, progress=False)
     assert same is agent
     assert agent.num_timesteps >= before + 32
+
+
+def test_train_in_dream_leaves_no_logger_folders(
+    ckpt: dreamenv.Checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    train_in_dream(ckpt, 16, num_envs=2, progress=False, n_steps=8, batch_size=16, n_epochs=1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_saved_agent_loads_and_acts(agent: PPO, ckpt: dreamenv.Checkpoint, tmp_path: Path) -> None:

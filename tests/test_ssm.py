@@ -25,6 +25,8 @@ from dreamenv.models.blocks import (
     PriorModule,
     ResConv,
     TransitionModule,
+    depth_to_space,
+    space_to_depth,
     tile_action,
 )
 from dreamenv.models.common import window_steps
@@ -95,6 +97,14 @@ def _start(model: StateSpaceModel, b: int = 3, k: int = 4) -> tuple[torch.Tensor
 
 
 # --- blocks ------------------------------------------------------------------------------
+@pytest.mark.parametrize("factor", [2, 4])
+def test_space_to_depth_is_pixel_unshuffle_and_depth_to_space_inverts_it(factor: int) -> None:
+    x = torch.randn(3, 2, 8 * factor, 4 * factor)
+    packed = space_to_depth(x, factor)
+    assert torch.equal(packed, torch.nn.functional.pixel_unshuffle(x, factor))
+    assert torch.equal(depth_to_space(packed, factor), x)
+
+
 def test_conv_stack_is_size_preserving_with_its_skip() -> None:
     stack = ConvStack(5, ((3, 8), (5, 8), (1, 6)))
     assert stack(torch.randn(2, 5, 10, 10)).shape == (2, 6, 10, 10)

@@ -9,6 +9,8 @@
   the current indices with the action one-hot tiled over the grid, and the action is
   concatenated again to each cell's output. Heads: next-index logits per grid cell, a
   reward over {-1, 0, +1}, and a termination logit (the paper's future work, done here).
+  Not in the paper: a learned scalar ``keep_logit`` added to the logit of each cell's
+  current index (a skip connection, :data:`KEEP_LOGIT_INIT`).
 
 Example:
     >>> model = DiscreteWorldModel(DiscreteConfig(), AtariSpec("pong"), num_actions=6)
@@ -83,6 +85,14 @@ PRESETS = {
     ),
 }
 
+
+KEEP_LOGIT_INIT = 6.0
+"""Initial value of the dynamics' learned ``keep_logit``, a skip connection that adds it to
+the logit of each cell's current index. Most cells of consecutive Atari frames keep their
+index (88% on Seaquest), which the ConvLSTM otherwise learns slowly from codebook vectors:
+in the quickstart's fit (Seaquest, ``small``, 900 updates) held-out next-index accuracy
+went from 0.61 without it to 0.87 / 0.88 / 0.89 with an initial 2 / 4 / 6, and sampled
+one-step accuracy from 0.31 to 0.59 / 0.79 / 0.84 (the value learned from 6: 5.8)."""
 
 CB_MARGIN = 0.05
 """Pixel targets of the continuous Bernoulli are squashed into [margin, 1 - margin]: its
@@ -264,11 +274,23 @@ class Dynamics(nn.Module):
         )
         self.reward_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 3)
         self.termination_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 1)
+        self.keep_logit = nn.Parameter(torch.tensor(KEEP_LOGIT_INIT))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        """Checkpoints from before ``keep_logit`` load with it at 0: their exact model."""
+        state_dict.setdefault(prefix + "keep_logit", torch.zeros(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
-        self, embedded: torch.Tensor, action: torch.Tensor, state: State
+        self,
+        embedded: torch.Tensor,
+        action: torch.Tensor,
+        state: State,
+        current: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
-        """``embedded`` ``(B, D, G, G)``, ``action`` ``(B,)`` -> latent, reward, term logits."""
+        """``embedded`` ``(B, D, G, G)`` codebook vectors of the ``current`` ``(B, G, G)``
+        indices, ``action`` ``(B,)`` -> latent, reward, term logits; the latent logits of each
+        cell's current index get the learned ``keep_logit`` added."""
         b, _, g, _ = embedded.shape
         onehot = F.one_hot(action, self.num_actions).to(embedded.dtype)[:, :, None, None]
         tiled = onehot.expand(b, self.num_actions, g, g)
@@ -276,8 +298,12 @@ class Dynamics(nn.Module):
         h1, c1 = self.cell1(torch.cat([embedded, tiled], 1), h1, c1)
         h2, c2 = self.cell2(torch.cat([h1, tiled], 1), h2, c2)
         y = torch.cat([h2, tiled], 1)
+        latent_logits = self.latent_head(y)
+        if current is not None:
+            keep = F.one_hot(current, latent_logits.shape[1]).permute(0, 3, 1, 2)
+            latent_logits = latent_logits + self.keep_logit * keep.to(latent_logits.dtype)
         return (
-            self.latent_head(y),
+            latent_logits,
             self.reward_head(y),
             self.termination_head(y).squeeze(1),
             (h1, c1, h2, c2),
@@ -332,7 +358,9 @@ class DiscreteWorldModel(WorldModel):
     ) -> tuple[torch.Tensor, State]:
         state = self.zero_state(embeddings.shape[0])
         for t in range(actions.shape[1]):
-            _, _, _, state = self.dynamics(self.embed(embeddings[:, t]), actions[:, t], state)
+            _, _, _, state = self.dynamics(
+                self.embed(embeddings[:, t]), actions[:, t], state, embeddings[:, t]
+            )
         return embeddings[:, -1], state
 
     def step(
@@ -343,7 +371,9 @@ class DiscreteWorldModel(WorldModel):
         rng: BatchRandom,
         temperature: float = 1.0,
     ) -> Prediction:
-        logits, reward_logits, term_logits, state = self.dynamics(self.embed(latent), action, state)
+        logits, reward_logits, term_logits, state = self.dynamics(
+            self.embed(latent), action, state, latent
+        )
         probs = torch.softmax(logits / max(temperature, 1e-6), 1).permute(0, 2, 3, 1)
         u = rng.uniform((self.grid, self.grid)).to(probs.device)
         return Prediction(sample_categorical(probs, u), reward_logits, term_logits, state)
@@ -415,7 +445,9 @@ class DiscreteWorldModel(WorldModel):
         state = self.zero_state(b)
         latent_logits, reward_logits, term_logits = [], [], []
         for t in range(steps):
-            lg, rw, tm, state = self.dynamics(self.embed(indices[:, t]), actions[:, t], state)
+            lg, rw, tm, state = self.dynamics(
+                self.embed(indices[:, t]), actions[:, t], state, indices[:, t]
+            )
             latent_logits.append(lg)
             reward_logits.append(rw)
             term_logits.append(tm)

@@ -146,8 +146,8 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
     ),
 }
 """``atari100k``: the paper's protocol (meant for a GPU). ``quick``: scaled down for 2 CPU
-cores (the quickstart: 8 minutes on an idle one): one iteration of 100K random real steps
-of 64x64 frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE
+cores (the quickstart: about 9 minutes on an idle one): one iteration of 100K random real
+steps of 64x64 frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE
 warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
 that end only at the horizon (as in the paper); pass ``--iterations 2`` (or more) to go on
 collecting with the policy."""
