@@ -201,6 +201,7 @@ def load_checkpoint(
             f"{weights} is unreadable ({err}); the file is truncated or damaged. "
             "Restore it or train the checkpoint again."
         ) from err
+    tensors = model.upgrade_weights(tensors)
     missing, unexpected = (
         model.state_dict().keys() - tensors.keys(),
         tensors.keys() - model.state_dict().keys(),

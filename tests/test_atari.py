@@ -43,7 +43,9 @@ def test_game_must_be_a_non_empty_string(game: object) -> None:
 
 @pytest.mark.parametrize("size", [84, 0, 128])
 def test_bad_screen_size(size: int) -> None:
-    with pytest.raises(ConfigError, match=rf"screen_size must be one of \(64, 80, 96\) .*, got {size}"):
+    with pytest.raises(
+        ConfigError, match=rf"screen_size must be one of \(64, 80, 96\) .*, got {size}"
+    ):
         AtariSpec(screen_size=size)
 
 

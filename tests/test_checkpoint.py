@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import dreamenv
 from dreamenv import CheckpointError, load_checkpoint, save_checkpoint
@@ -155,6 +156,16 @@ def test_weights_of_another_model(damaged: Path) -> None:
     _edit_config(damaged, model_config={**config["model_config"], "lstm_channels": 12})
     with pytest.raises(CheckpointError, match=r"weights\.safetensors does not match"):
         load_checkpoint(damaged)
+
+
+def test_discrete_weights_from_before_keep_logit_load_with_it_at_zero(damaged: Path) -> None:
+    weights = damaged / WEIGHTS_FILE
+    tensors = load_file(str(weights))
+    saved_keep = tensors.pop("dynamics.keep_logit")
+    save_file(tensors, str(weights))
+    model = load_checkpoint(damaged).model
+    assert model.dynamics.keep_logit.item() == 0.0 != saved_keep.item()
+    assert load_checkpoint(damaged).model.dynamics.keep_logit.requires_grad
 
 
 def test_missing_start_bank(damaged: Path) -> None:

@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import dreamenv
 from dreamenv import CheckpointError, ConfigError, FitConfig, load_checkpoint
-from dreamenv.checkpoint import CONFIG_FILE
-from dreamenv.train.fit import METRICS_FILE, STATE_FILE, fit_config_from_dict
+from dreamenv.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from dreamenv.train.fit import METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, fit_config_from_dict
 
 VAL_COLUMNS = ("val_recon_loss", "val_latent_acc", "val_reward_acc", "val_termination_acc")
 
@@ -88,6 +90,27 @@ def test_fit_with_more_epochs_continues(
     assert int(rows[2]["updates"]) == 9
     assert _progress(run_dir) == {"epoch": 3, "update": 0, "updates_total": 9}
     assert load_checkpoint(run_dir).config["training"]["epochs_done"] == 3
+
+
+def test_fit_continues_a_run_saved_before_keep_logit(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    # the discrete model of an earlier version: no keep_logit, an optimiser without it
+    weights = run_dir / WEIGHTS_FILE
+    tensors = load_file(str(weights))
+    del tensors["dynamics.keep_logit"]
+    save_file(tensors, str(weights))
+    optimizer = run_dir / OPTIMIZER_FILE
+    with safe_open(str(optimizer), "pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    groups = json.loads(meta["param_groups"])
+    groups[0]["params"] = groups[0]["params"][:-1]
+    save_file(state, str(optimizer), metadata={**meta, "param_groups": json.dumps(groups)})
+    config = dataclasses.replace(tiny_fit_config, epochs=3)
+    with pytest.warns(UserWarning, match="the optimiser restarts, the model's weights are kept"):
+        dreamenv.fit(store_dir, run_dir, preset="tiny", config=config, progress=False)
+    assert [int(r["epoch"]) for r in _metrics(run_dir)] == [1, 2, 3]
+    assert "dynamics.keep_logit" in load_file(str(weights))
 
 
 def _more(config: FitConfig) -> FitConfig:

@@ -132,14 +132,6 @@ def test_keep_logit_raises_the_current_codes_logits(model: DiscreteWorldModel) -
     torch.testing.assert_close(kept[~raised], plain[~raised])
 
 
-def test_checkpoints_without_keep_logit_load_with_it_at_zero(model: DiscreteWorldModel) -> None:
-    state = {k: v for k, v in model.state_dict().items() if k != "dynamics.keep_logit"}
-    fresh = build_model("discrete", "tiny", SPEC, ACTIONS)
-    fresh.load_state_dict(state)
-    assert fresh.dynamics.keep_logit.item() == 0.0
-    assert model.dynamics.keep_logit.item() == KEEP_LOGIT_INIT
-
-
 def test_decode_and_observations(model: DiscreteWorldModel) -> None:
     latent = torch.randint(0, model.config.num_codes, (2, 6, 6))
     with torch.no_grad():

@@ -188,6 +188,11 @@ class WorldModel(nn.Module, ABC):
             return gym.spaces.Discrete(self.num_actions)
         return gym.spaces.MultiDiscrete(np.full(self.jump, self.num_actions, dtype=np.int64))
 
+    def upgrade_weights(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weights saved by an earlier version of the family, as this version loads them
+        (``load_checkpoint`` calls it before checking the names). Default: unchanged."""
+        return tensors
+
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups (families override to give heads their own rate)."""
         return [{"params": list(self.parameters()), "lr": lr}]

@@ -276,11 +276,6 @@ class Dynamics(nn.Module):
         self.termination_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 1)
         self.keep_logit = nn.Parameter(torch.tensor(KEEP_LOGIT_INIT))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
-        """Checkpoints from before ``keep_logit`` load with it at 0: their exact model."""
-        state_dict.setdefault(prefix + "keep_logit", torch.zeros(()))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def forward(
         self,
         embedded: torch.Tensor,
@@ -406,6 +401,10 @@ class DiscreteWorldModel(WorldModel):
         return gym.spaces.Box(0, 255, self.spec.frame_shape, np.uint8)
 
     # --- training -----------------------------------------------------------------------
+    def upgrade_weights(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Checkpoints saved before ``keep_logit`` get it at 0: exactly their model."""
+        return {"dynamics.keep_logit": torch.zeros(()), **tensors}
+
     def param_groups(self, lr: float) -> list[dict]:
         reward = list(self.dynamics.reward_head.parameters())
         ids = {id(p) for p in reward}

@@ -19,6 +19,7 @@ import io
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,11 +146,19 @@ def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
         raise CheckpointError(
             f"{path} is unreadable ({err}); delete it to restart the optimiser."
         ) from err
+    groups = json.loads(meta["param_groups"])
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
+        warnings.warn(
+            f"{path} holds the optimiser of a model with other parameters (saved by an earlier "
+            "dreamenv version); the optimiser restarts, the model's weights are kept.",
+            stacklevel=3,
+        )
+        return
     state: dict[int, dict[str, Any]] = {}
     for key, value in {**tensors, **json.loads(meta["scalars"])}.items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 class _MetricsLog:
