@@ -281,7 +281,7 @@ class Dynamics(nn.Module):
         embedded: torch.Tensor,
         action: torch.Tensor,
         state: State,
-        current: torch.Tensor | None = None,
+        current: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
         """``embedded`` ``(B, D, G, G)`` codebook vectors of the ``current`` ``(B, G, G)``
         indices, ``action`` ``(B,)`` -> latent, reward, term logits; the latent logits of each
@@ -293,10 +293,10 @@ class Dynamics(nn.Module):
         h1, c1 = self.cell1(torch.cat([embedded, tiled], 1), h1, c1)
         h2, c2 = self.cell2(torch.cat([h1, tiled], 1), h2, c2)
         y = torch.cat([h2, tiled], 1)
-        latent_logits = self.latent_head(y)
-        if current is not None:
-            keep = F.one_hot(current, latent_logits.shape[1]).permute(0, 3, 1, 2)
-            latent_logits = latent_logits + self.keep_logit * keep.to(latent_logits.dtype)
+        index = current.unsqueeze(1)
+        latent_logits = self.latent_head(y).scatter_add(
+            1, index, self.keep_logit.expand(index.shape)
+        )
         return (
             latent_logits,
             self.reward_head(y),
