@@ -13,7 +13,14 @@ killed run continues), then on held-out episodes:
   for latent-variable models); lower is better;
 - rollout speed: imagined real steps per second of ``model.step`` over ``--horizon`` real
   steps for a batch of ``--batch`` starts (a jumpy model takes ``horizon / jump`` steps), all
-  families timed in turn in the same process; ``vs AR`` = speed / speed of ``ar``.
+  families timed in turn in the same process; ``vs AR`` = speed / speed of ``ar``;
+- multiply-accumulates per imagined real step of ``model.step`` (convolutions and matrix
+  products, counted by :class:`torch.utils.flop_counter.FlopCounterMode`); ``AR / MACs``
+  = the AR's count / the family's, the speed-up that the arithmetic alone allows.
+
+The process keeps freed memory (:func:`dreamenv.memory.keep_freed_memory`): otherwise
+glibc maps and unmaps the pixel models' large per-step tensors on every step, a cost of
+the allocator (up to 1.5x on the AR at batch 256), not of the model.
 
 Writes ``OUT/models.csv``, ``OUT/models.json``, ``OUT/models.md`` and one
 ``OUT/rollouts-DATASET.png`` per dataset.
@@ -43,6 +50,7 @@ from dreamenv.data.collect import collect
 from dreamenv.data.sequences import SequenceSampler, split_episodes
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.memory import keep_freed_memory
 from dreamenv.models import FAMILIES, build_model
 from dreamenv.models.base import WorldModel
 from dreamenv.models.common import NLL_CONTEXT
@@ -63,7 +71,17 @@ DATASETS = {
 """The two datasets: the paper's toy data (80x80, single frames) and an Atari game."""
 BASELINE = "ar"
 """The family every speed is divided by."""
-COLUMNS = ("dataset", "family", "parameters", "test_nll", "batch", "steps_per_s", "vs_ar")
+COLUMNS = (
+    "dataset",
+    "family",
+    "parameters",
+    "test_nll",
+    "macs_per_step",
+    "macs_ar_over",
+    "batch",
+    "steps_per_s",
+    "vs_ar",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,6 +203,19 @@ def rollout(
     return elapsed, frames
 
 
+@torch.inference_mode()
+def macs_per_step(model: WorldModel, start: tuple, actions: torch.Tensor) -> float:
+    """Multiply-accumulates per imagined real step of one ``model.step`` from ``start``
+    (convolutions and matrix products; a jumpy step's count divided by its ``jump``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    latent, state = model.initial_state(*start)
+    action = actions[:, 0] if model.jump == 1 else actions[:, : model.jump]
+    with FlopCounterMode(display=False) as counter:
+        model.step(state, latent, action, BatchRandom(actions.shape[0], model.device))
+    return counter.get_total_flops() / 2 / (actions.shape[0] * model.jump)
+
+
 def measure_speeds(
     models: dict[str, WorldModel], starts: dict, args: argparse.Namespace, batch: int
 ) -> dict[str, float]:
@@ -282,6 +313,14 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
     longest = max(start_context(m) for m in models.values())
     starts = held_out_windows(store, longest, max(args.batches), seed=1)
     speeds = {batch: measure_speeds(models, starts, args, batch) for batch in args.batches}
+    macs = {
+        family: macs_per_step(
+            model,
+            start_of(model, starts["frames"], starts["actions"], 1),
+            torch.zeros(1, model.jump, dtype=torch.long, device=model.device),
+        )
+        for family, model in models.items()
+    }
     for family, model in models.items():
         nll = float("nan") if args.speed_only else test_nll(model, test_windows(store, model, args))
         for batch in args.batches:
@@ -291,6 +330,8 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
                     "family": family,
                     "parameters": model.parameter_counts()["total"],
                     "test_nll": nll,
+                    "macs_per_step": macs[family],
+                    "macs_ar_over": macs[BASELINE] / macs[family] if BASELINE in macs else np.nan,
                     "batch": batch,
                     "steps_per_s": speeds[batch][family],
                 }
@@ -318,26 +359,33 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         else f"{args.updates} updates (Adam, lr {args.lr}) of batch {args.batch_size} x "
         f"{args.seq_len} steps"
     )
+    allocator = "freed memory kept" if args.kept_memory else "default allocator"
     lines = [
         f"World models, preset {args.preset!r}, {trained}; speed: imagined real steps per "
         f"second over {args.horizon} real steps (median of {args.repeats} interleaved rounds), "
-        f"{args.threads} thread(s), {platform.processor() or platform.machine()}",
+        f"{args.threads} thread(s), {allocator}, {platform.processor() or platform.machine()}",
         "",
         "| dataset | family | parameters | test NLL (nats/pixel, lower is better) | "
+        "MMACs / real step | AR / MACs | "
         + " | ".join(f"steps/s, batch {b} | vs AR" for b in args.batches)
         + " |",
-        "|---|---|---:|---:|" + "---:|---:|" * len(args.batches),
+        "|---|---|---:|---:|---:|---:|" + "---:|---:|" * len(args.batches),
     ]
     for key in dict.fromkeys((r["dataset"], r["family"]) for r in rows):
         mine = [r for r in rows if (r["dataset"], r["family"]) == key]
-        nll = "n/a" if np.isnan(mine[0]["test_nll"]) else f"{mine[0]['test_nll']:.5f}"
+        first = mine[0]
+        nll = "n/a" if np.isnan(first["test_nll"]) else f"{first['test_nll']:.5f}"
+        arithmetic = f"{first['macs_per_step'] / 1e6:,.2f} | {first['macs_ar_over']:.1f}x"
         speeds = " | ".join(f"{r['steps_per_s']:,.0f} | {r['vs_ar']:.1f}x" for r in mine)
-        lines.append(f"| {key[0]} | {key[1]} | {mine[0]['parameters']:,} | {nll} | {speeds} |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {first['parameters']:,} | {nll} | {arithmetic} | {speeds} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.kept_memory = keep_freed_memory()
     torch.set_num_threads(args.threads)
     families = args.families or sorted(FAMILIES)
     unknown = set(families) - set(FAMILIES)

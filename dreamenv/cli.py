@@ -329,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamenv", description=__doc__.split("\n")[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--release-memory",
+        action="store_true",
+        help="hand freed memory back to the OS as glibc does by default (slower: by default "
+        "dreamenv keeps it, see dreamenv.memory)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="collect real Atari steps into an episode store")
@@ -494,6 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dreamenv.errors import DreamEnvError
 
     args = build_parser().parse_args(argv)
+    if not args.release_memory:
+        from dreamenv.memory import keep_freed_memory
+
+        keep_freed_memory()
     if args.threads:
         import torch
 

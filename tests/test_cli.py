@@ -125,3 +125,13 @@ def test_module_entry_point() -> None:
         [sys.executable, "-m", "dreamenv.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "evaluate" in out
+
+
+@pytest.mark.parametrize(("flags", "kept"), [([], 1), (["--release-memory"], 0)])
+def test_cli_keeps_freed_memory_unless_told(tmp_path, monkeypatch, flags, kept) -> None:
+    from dreamenv import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert main([*flags, "info", str(tmp_path / "missing")]) == 2
+    assert len(calls) == kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -143,8 +144,15 @@ def test_models_benchmark(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert "| ball | ar |" in out and "| atari | sssm |" in out and "vs AR" in out
+    assert "MMACs / real step" in out and "freed memory kept" in out
     for name in ("models.csv", "models.json", "rollouts-ball.png", "rollouts-atari.png"):
         assert (tmp_path / "m" / name).is_file()
+    with open(tmp_path / "m" / "models.csv") as f:
+        rows = {(r["dataset"], r["family"]): r for r in csv.DictReader(f)}
+    assert float(rows["ball", "ar"]["macs_ar_over"]) == 1.0
+    # a state-space step does not render, encode or decode pixels; a jumpy one covers 4
+    sssm, jumpy = (float(rows["ball", f]["macs_ar_over"]) for f in ("sssm", "sssm_jumpy"))
+    assert 1.0 < sssm < jumpy
 
 
 def test_family_dream_example(tmp_path) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,9 @@ def test_fit_with_more_epochs_continues(
     assert load_checkpoint(run_dir).config["training"]["epochs_done"] == 3
 
 
-def test_fit_continues_a_run_saved_before_keep_logit(
-    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
-) -> None:
-    # the discrete model of an earlier version: no keep_logit, an optimiser without it
+def _saved_before_keep_logit(run_dir: Path) -> None:
+    """Make ``run_dir`` the discrete model of an earlier version: no keep_logit, an
+    optimiser without it."""
     weights = run_dir / WEIGHTS_FILE
     tensors = load_file(str(weights))
     del tensors["dynamics.keep_logit"]
@@ -106,11 +106,29 @@ def test_fit_continues_a_run_saved_before_keep_logit(
     groups = json.loads(meta["param_groups"])
     groups[0]["params"] = groups[0]["params"][:-1]
     save_file(state, str(optimizer), metadata={**meta, "param_groups": json.dumps(groups)})
+
+
+def test_fit_continues_a_run_saved_before_keep_logit(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    _saved_before_keep_logit(run_dir)
+    weights = run_dir / WEIGHTS_FILE
     config = dataclasses.replace(tiny_fit_config, epochs=3)
     with pytest.warns(UserWarning, match="the optimiser restarts, the model's weights are kept"):
         dreamenv.fit(store_dir, run_dir, preset="tiny", config=config, progress=False)
     assert [int(r["epoch"]) for r in _metrics(run_dir)] == [1, 2, 3]
     assert "dynamics.keep_logit" in load_file(str(weights))
+
+
+def test_fit_of_a_finished_old_run_leaves_its_optimiser_alone(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    _saved_before_keep_logit(run_dir)
+    before = (run_dir / OPTIMIZER_FILE).read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to train: no optimiser to restart
+        dreamenv.fit(store_dir, run_dir, preset="tiny", config=tiny_fit_config, progress=False)
+    assert (run_dir / OPTIMIZER_FILE).read_bytes() == before
 
 
 def _more(config: FitConfig) -> FitConfig:

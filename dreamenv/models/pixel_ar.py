@@ -4,7 +4,8 @@ Both render every imagined observation: each step decodes Bernoulli log-odds of 
 of ``o_{t+1}`` and samples them, and the rendered frame is what the model conditions on
 next. Both are built from the blocks of :mod:`dreamenv.models.blocks` at the sizes of the
 state-space families, so rollout speeds compare fairly (the paper's Table 1: SSMs > 5x
-faster than the AR).
+faster than the AR; ours, by the same blocks, 2.9-3x fewer multiply-accumulates per step
+than this AR: see ``benchmarks/models.py`` and the README).
 
 - ``ar`` (:class:`ARWorldModel`): ``p(o_{t+1} | o_{t-K+1:t}, a_{t-K+1:t})`` of order ``K``
   (``config.order``, the paper's 3). The state is a FIFO of the last ``K`` observations'

@@ -254,7 +254,8 @@ def fit(
     val_batches = [val_sampler.sample(config.batch_size) for _ in range(config.val_batches)]
     optimizer = torch.optim.Adam(model.param_groups(config.lr))
     scales = [g["lr"] / config.lr for g in optimizer.param_groups]
-    if (out / OPTIMIZER_FILE).is_file() and progress_state["updates_total"] > 0:
+    resumes = progress_state["updates_total"] > 0 and progress_state["epoch"] < config.epochs
+    if resumes and (out / OPTIMIZER_FILE).is_file():  # a finished run has nothing to train
         _load_optimizer(out / OPTIMIZER_FILE, optimizer)
     metrics = _MetricsLog(out / METRICS_FILE)
     per_epoch = config.updates_per_epoch or max(
