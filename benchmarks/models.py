@@ -331,7 +331,6 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
                     "parameters": model.parameter_counts()["total"],
                     "test_nll": nll,
                     "macs_per_step": macs[family],
-                    "macs_ar_over": macs[BASELINE] / macs[family] if BASELINE in macs else np.nan,
                     "batch": batch,
                     "steps_per_s": speeds[batch][family],
                 }
@@ -339,6 +338,7 @@ def run_dataset(name: str, args: argparse.Namespace, families: list[str]) -> lis
     for r in rows:
         base = [b for b in rows if b["family"] == BASELINE and b["batch"] == r["batch"]]
         r["vs_ar"] = r["steps_per_s"] / base[0]["steps_per_s"] if base else float("nan")
+        r["macs_ar_over"] = base[0]["macs_per_step"] / r["macs_per_step"] if base else float("nan")
     shown = {f: models[f] for f in ("dssm_det", "sssm", "sssm_jumpy", "ar") if f in models}
     if args.speed_only:
         return rows
