@@ -54,7 +54,7 @@ from dreamenv.memory import keep_freed_memory
 from dreamenv.models import FAMILIES, build_model
 from dreamenv.models.base import WorldModel
 from dreamenv.models.common import NLL_CONTEXT
-from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_seed
 from dreamenv.train.fit import FitConfig, fit
 
 DATASETS = {

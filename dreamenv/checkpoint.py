@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.data.sequences import StartBank
 from dreamenv.envs.atari import AtariSpec, normalize_game
 from dreamenv.errors import CheckpointError, ConfigError
-from dreamenv.io import write_atomic, write_json
 from dreamenv.models.base import WorldModel, get_family
 
 FORMAT = "dreamenv-checkpoint"

@@ -170,7 +170,8 @@ def summarize(returns: np.ndarray) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dreamenv.checkpoint import load_checkpoint
-    from dreamenv.sb3 import evaluate, load_agent, random_policy
+    from dreamenv.evaluate import evaluate, random_policy
+    from dreamenv.sb3 import load_agent
     from dreamenv.stats import welch_test
 
     ckpt = load_checkpoint(args.checkpoint, args.device)

@@ -17,7 +17,7 @@ import torch
 from dreamenv.data.sequences import SequenceSampler
 from dreamenv.data.store import Episode
 from dreamenv.models.base import WorldModel
-from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_seed
 
 
 @dataclass

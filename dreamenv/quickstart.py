@@ -33,8 +33,8 @@ def quickstart(
 ) -> dict[str, Any]:
     """Train with the ``quick`` preset, then compare with a random policy; returns the table."""
     from dreamenv.checkpoint import load_checkpoint
+    from dreamenv.evaluate import evaluate, random_policy
     from dreamenv.report import write_report
-    from dreamenv.sb3 import evaluate, random_policy
     from dreamenv.stats import welch_test
 
     config = config or LOOP_PRESETS["quick"]

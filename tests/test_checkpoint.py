@@ -15,7 +15,7 @@ import dreamenv
 from dreamenv import CheckpointError, load_checkpoint, save_checkpoint
 from dreamenv.checkpoint import BANK_FILE, CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE
 from dreamenv.data.store import EpisodeStore
-from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_seed
 
 
 @pytest.fixture

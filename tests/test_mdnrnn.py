@@ -19,7 +19,7 @@ from dreamenv.models.mdnrnn import (
     MDNRNNWorldModel,
     Mixture,
 )
-from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_seed
 
 SPEC = AtariSpec("pong")
 ACTIONS = 6

@@ -25,7 +25,7 @@ from dreamenv.models.discrete import (
     continuous_bernoulli_mean,
     continuous_bernoulli_nll,
 )
-from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_seed
 
 SPEC = AtariSpec("pong")
 ACTIONS = 6

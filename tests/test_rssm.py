@@ -13,7 +13,7 @@ from dreamenv.errors import ConfigError
 from dreamenv.models.base import FAMILIES, build_model, resolve_config
 from dreamenv.models.common import NLL_CONTEXT
 from dreamenv.models.rssm import RSSMConfig, RSSMWorldModel
-from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_seed
 
 SPEC = AtariSpec("pong", screen_size=64)
 ACTIONS = 6

@@ -18,14 +18,12 @@ import dreamenv
 from dreamenv import CheckpointError, ConfigError, DreamEnv, DreamVectorEnv, load_checkpoint
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import stack_frames
+from dreamenv.evaluate import evaluate, infer_obs_type, random_policy
 from dreamenv.sb3 import (
     AgentPolicy,
     LatentExtractor,
-    evaluate,
-    infer_obs_type,
     load_agent,
     make_agent,
-    random_policy,
     train_in_dream,
     wrap,
 )

@@ -39,7 +39,7 @@ from dreamenv.models.ssm import (
     StateSpaceModel,
     gaussian_kl,
 )
-from dreamenv.random import BatchRandom, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_seed
 
 SPEC = AtariSpec("pong")
 ACTIONS = 6

@@ -6,7 +6,7 @@ Layout of a store directory::
     chunk-000000.npz      episodes: frames (uint8), actions, rewards, terminated, truncated
     chunk-000001.npz      ...
 
-Each chunk is written atomically (:mod:`dreamenv.io`), so a collection killed at any
+Each chunk is written atomically (:mod:`dreamenv.atomic_files`), so a collection killed at any
 moment leaves a readable store holding every complete chunk. Chunks are loaded with
 ``allow_pickle=False``: reading a store never runs code.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.envs.atari import AtariSpec, action_meanings
 from dreamenv.errors import DatasetError
-from dreamenv.io import write_atomic, write_json
 
 STORE_FORMAT = "dreamenv-episodes"
 STORE_VERSION = 1

@@ -3,7 +3,7 @@
 
 One call of :meth:`DreamCore.step` advances every env in one forward pass of the world
 model. The engine holds no Python loop over envs: per-env randomness comes from
-:class:`~dreamenv.random.BatchRandom`, per-env resets are index operations.
+:class:`~dreamenv.random_streams.BatchRandom`, per-env resets are index operations.
 
 Example:
     >>> core = DreamCore("runs/pong/model", num_envs=16)
@@ -25,7 +25,7 @@ import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.errors import ConfigError, InvalidActionError, StateError
-from dreamenv.random import BatchRandom
+from dreamenv.random_streams import BatchRandom
 
 REWARD_MODES = ("sample", "mean", "mode")
 

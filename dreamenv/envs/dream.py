@@ -18,7 +18,7 @@ import numpy as np
 
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode, single_action
-from dreamenv.random import key_from_generator
+from dreamenv.random_streams import key_from_generator
 
 
 class DreamEnv(gym.Env):

@@ -26,7 +26,7 @@ from gymnasium.vector.utils import batch_space
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode
 from dreamenv.errors import ConfigError, StateError
-from dreamenv.random import key_from_seed
+from dreamenv.random_streams import key_from_seed
 
 
 def parse_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:

@@ -42,7 +42,7 @@ from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.errors import ConfigError
-from dreamenv.random import BatchRandom
+from dreamenv.random_streams import BatchRandom
 
 State = tuple[torch.Tensor, ...]
 """A model's recurrent state: tensors whose first dimension is the batch."""

@@ -32,7 +32,7 @@ from torch import nn
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.common import sample_categorical
-from dreamenv.random import BatchRandom
+from dreamenv.random_streams import BatchRandom
 
 
 @dataclass(frozen=True)

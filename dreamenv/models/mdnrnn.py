@@ -57,7 +57,7 @@ from dreamenv.models.common import (
     sample_categorical,
     to_unit,
 )
-from dreamenv.random import BatchRandom
+from dreamenv.random_streams import BatchRandom
 
 KERNEL = 4
 """Kernel size of every (transposed) convolution of V (stride 2, no padding)."""

@@ -100,7 +100,7 @@ from dreamenv.models.common import (
     to_unit,
     window_steps,
 )
-from dreamenv.random import BatchRandom
+from dreamenv.random_streams import BatchRandom
 
 # --- configs --------------------------------------------------------------------------------
 

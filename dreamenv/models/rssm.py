@@ -60,7 +60,7 @@ from dreamenv.models.common import (
     sample_categorical,
     to_unit,
 )
-from dreamenv.random import BatchRandom
+from dreamenv.random_streams import BatchRandom
 
 STOCHASTIC = ("gaussian", "categorical")
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU}

@@ -101,7 +101,7 @@ from dreamenv.models.common import (
     to_unit,
     window_steps,
 )
-from dreamenv.random import BatchRandom
+from dreamenv.random_streams import BatchRandom
 
 CONTEXT = NLL_CONTEXT
 """Observations of the initial state's context (the paper's ``o_{-2:0}``)."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.checkpoint import (
     CONFIG_FILE,
     config_from_dict,
@@ -38,7 +39,6 @@ from dreamenv.checkpoint import (
 from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_episodes
 from dreamenv.data.store import EpisodeStore
 from dreamenv.errors import CheckpointError, ConfigError
-from dreamenv.io import write_atomic, write_json
 from dreamenv.models.base import WorldModel, build_model
 
 STATE_FILE = "trainer_state.json"

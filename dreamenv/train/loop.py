@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.data.collect import collect
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.errors import ConfigError
-from dreamenv.io import write_atomic, write_json
 from dreamenv.train.fit import FitConfig, fit
 
 PAPER_EPOCHS = (140, 32, 24, 20, 16, 14, 12, 11, 10, 9, 8, 8, 7, 7, 6)

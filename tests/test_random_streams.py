@@ -7,7 +7,7 @@ import pytest
 import torch
 from gymnasium.utils import seeding
 
-from dreamenv.random import BatchRandom, key_from_generator, key_from_seed
+from dreamenv.random_streams import BatchRandom, key_from_generator, key_from_seed
 
 KEYS = [key_from_seed(s) for s in (0, 1, 2)]
 

@@ -1,0 +1,126 @@
+"""Any policy in the real game, against random: needs no Stable-Baselines3.
+
+A policy is a function from a batch of observations to actions, or an object with SB3's
+``predict(obs, deterministic=...) -> (actions, state)`` (an SB3 agent is one).
+
+Example:
+    >>> returns = evaluate(agent, "runs/pong/model", episodes=32)
+    >>> random = evaluate(random_policy(6), "runs/pong/model", episodes=32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from dreamenv.checkpoint import Checkpoint
+from dreamenv.envs.core import resolve_checkpoint
+from dreamenv.envs.real import RealVectorEnv
+from dreamenv.errors import CheckpointError
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A policy object as SB3's: ``predict(obs, deterministic=...) -> (actions, state)``."""
+
+    def predict(self, observation: np.ndarray, *args: Any, **kwargs: Any) -> tuple[Any, Any]: ...
+
+
+PolicyLike = Callable[[np.ndarray], np.ndarray] | Predictor
+"""What :func:`evaluate` plays: a function from observations to actions, or a predictor."""
+
+def infer_obs_type(space: gym.Space, checkpoint: Checkpoint) -> str:
+    """The ``obs_type`` of ``checkpoint`` whose observation space is ``space``."""
+    for obs_type in checkpoint.model.obs_types:
+        candidate = checkpoint.model.observation_space(obs_type)
+        if (
+            type(candidate) is type(space)
+            and candidate.shape == space.shape
+            and candidate.dtype == space.dtype
+        ):
+            return obs_type
+    raise CheckpointError(
+        f"The agent observes {space}, which matches no observation of the checkpoint "
+        f"{str(checkpoint.path)!r} (game {checkpoint.spec.game!r}). Use the checkpoint the agent "
+        "was trained with."
+    )
+
+
+def evaluate(
+    policy: PolicyLike,
+    checkpoint: str | Path | Checkpoint,
+    *,
+    episodes: int = 32,
+    num_envs: int = 16,
+    obs_type: str | None = None,
+    seed: int = 0,
+    deterministic: bool = False,
+    max_steps: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Returns of ``episodes`` whole real episodes played by ``policy``.
+
+    Args:
+        policy: an object with SB3's ``predict`` (sampled unless ``deterministic``), such as
+            an SB3 agent, or a function from a batch of observations to actions.
+        checkpoint: whose preprocessing and encoder make the observations.
+        episodes: episodes to play; each env plays its fixed share, so short episodes are not
+            favoured.
+        obs_type: inferred from the agent's observation space when None.
+        max_steps: cap on an episode's agent steps (the game's own limit when None).
+    """
+    ckpt = resolve_checkpoint(checkpoint, device, None)
+    act: Callable[[np.ndarray], np.ndarray]
+    if isinstance(policy, Predictor):
+        space = getattr(policy, "observation_space", None)
+        if obs_type is None and space is not None:
+            obs_type = infer_obs_type(space, ckpt)
+        predictor = policy
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            return np.asarray(predictor.predict(obs, deterministic=deterministic)[0])
+    else:
+        act = policy
+
+    num_envs = max(1, min(num_envs, episodes))
+    env = RealVectorEnv(ckpt, num_envs, obs_type=obs_type, device=device)
+    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    returns: list[float] = []
+    running = np.zeros(num_envs)
+    lengths = np.zeros(num_envs, dtype=np.int64)
+    done_count = np.zeros(num_envs, dtype=np.int64)
+    obs, _ = env.reset(seed=seed)
+    bar = tqdm(total=episodes, desc="evaluate", unit="episode", disable=not progress)
+    while (done_count < quota).any():
+        obs, reward, terminated, truncated, _ = env.step(np.asarray(act(obs)))
+        running += reward
+        lengths += 1
+        ended = terminated | truncated | (lengths >= (max_steps or np.iinfo(np.int64).max))
+        capped = ended & ~(terminated | truncated)
+        for i in np.flatnonzero(ended):
+            if done_count[i] < quota[i]:
+                returns.append(float(running[i]))
+                done_count[i] += 1
+                bar.update(1)
+        running[ended] = 0.0
+        lengths[ended] = 0
+        if capped.any():
+            obs, _ = env.reset(options={"reset_mask": capped})
+    bar.close()
+    env.close()
+    return np.array(returns)
+
+
+def random_policy(actions: int | gym.Space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Uniformly random actions for a batch of observations: ``actions`` is the number of
+    actions, or a single env's action space (such as a jumpy model's ``MultiDiscrete``)."""
+    space = gym.spaces.Discrete(actions) if isinstance(actions, (int, np.integer)) else actions
+    high = space.n if isinstance(space, gym.spaces.Discrete) else space.nvec
+    rng = np.random.default_rng(seed)
+    return lambda obs: rng.integers(0, high, size=(len(obs), *space.shape))
