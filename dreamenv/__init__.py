@@ -14,7 +14,14 @@ register_envs()
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from dreamenv.data import EpisodeStore, collect  # noqa: E402
-from dreamenv.envs import AtariSpec, DreamEnv, DreamVectorEnv, RealEnv, RealVectorEnv  # noqa: E402
+from dreamenv.envs import (  # noqa: E402
+    AtariSpec,
+    DreamEnv,
+    DreamOptions,
+    DreamVectorEnv,
+    RealEnv,
+    RealVectorEnv,
+)
 from dreamenv.errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
@@ -33,6 +40,7 @@ __all__ = [
     "DatasetError",
     "DreamEnv",
     "DreamEnvError",
+    "DreamOptions",
     "DreamVectorEnv",
     "EpisodeStore",
     "FitConfig",

@@ -587,7 +587,9 @@ def test_step_before_reset(ckpt: dreamenv.Checkpoint, cls: type) -> None:
             {"burn_in": 5},
             r"burn_in must be an int in \[1, 4\] \(the checkpoint's start context\), got 5",
         ),
-        ({"burn_in": 0}, r"burn_in must be an int in \[1, 4\]"),
+        ({"burn_in": 0}, r"burn_in must be a positive int \(default 4\), got 0"),
+        ({"horizn": 9}, r"Unknown dream option 'horizn'.*Did you mean 'horizon'\?"),
+        ({"use_termination": "no"}, r"use_termination must be True or False, got 'no'"),
     ],
 )
 def test_bad_options(checkpoint_dir: Path, kwargs: dict, message: str) -> None:

@@ -7,6 +7,7 @@ _EXPORTS = {
     "AtariSpec": "dreamenv.envs.atari",
     "BouncingBallEnv": "dreamenv.envs.toy",
     "DreamEnv": "dreamenv.envs.dream",
+    "DreamOptions": "dreamenv.envs.options",
     "DreamVectorEnv": "dreamenv.envs.vector",
     "RealEnv": "dreamenv.envs.real",
     "RealVectorEnv": "dreamenv.envs.real",

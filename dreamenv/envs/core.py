@@ -14,8 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,56 +22,9 @@ import numpy as np
 import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
+from dreamenv.envs.options import DreamOptions, check_device
 from dreamenv.errors import ConfigError, InvalidActionError, StateError
 from dreamenv.random_streams import BatchRandom
-
-REWARD_MODES = ("sample", "mean", "mode")
-
-
-@dataclass(frozen=True)
-class DreamOptions:
-    """Options of a dream env (the keyword arguments of ``gym.make("dreamenv/Dream-v0")``)."""
-
-    horizon: int = 50
-    """Steps after which an imagined episode is truncated (never terminated)."""
-    obs_type: str | None = None
-    """What the env observes, one of the family's ``obs_types`` (None: its first). Discrete:
-    ``"indices"`` (codes), ``"embeddings"`` (codebook vectors), ``"pixels"`` (decoded);
-    state-space families: ``"state"`` or ``"pixels"``."""
-    reward_mode: str = "sample"
-    """``"sample"`` from the reward head, its ``"mean"``, or its ``"mode"``."""
-    use_termination: bool = True
-    """End episodes when the model's termination head samples True."""
-    burn_in: int = 4
-    """Real observations each episode starts from (the last is the first observation)."""
-    device: str = "cpu"
-    """Torch device of the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``."""
-    temperature: float = 1.0
-    """Sampling temperature of the model's imagined transitions (1: as trained; 0: its mode)."""
-
-    def validate(self, context: int, obs_types: tuple[str, ...]) -> None:
-        if not (isinstance(self.horizon, (int, np.integer)) and self.horizon >= 1):
-            raise ConfigError(f"horizon must be a positive int (default 50), got {self.horizon!r}.")
-        if not (
-            isinstance(self.temperature, (int, float, np.floating))
-            and np.isfinite(self.temperature)
-            and self.temperature >= 0
-        ):
-            raise ConfigError(
-                f"temperature must be a finite number >= 0 (default 1.0), got {self.temperature!r}."
-            )
-        if self.obs_type not in obs_types:
-            raise ConfigError(f"obs_type must be one of {list(obs_types)}, got {self.obs_type!r}.")
-        if self.reward_mode not in REWARD_MODES:
-            raise ConfigError(
-                f"reward_mode must be one of {list(REWARD_MODES)}, got {self.reward_mode!r}."
-            )
-        if not (isinstance(self.burn_in, (int, np.integer)) and 1 <= self.burn_in <= context):
-            raise ConfigError(
-                f"burn_in must be an int in [1, {context}] (the checkpoint's start context), "
-                f"got {self.burn_in!r}."
-            )
-        check_device(self.device)
 
 
 def check_render_mode(render_mode: str | None) -> str | None:
@@ -88,19 +39,6 @@ def check_num_envs(num_envs: int) -> int:
     if not (isinstance(num_envs, (int, np.integer)) and num_envs >= 1):
         raise ConfigError(f"num_envs must be a positive int, got {num_envs!r}.")
     return int(num_envs)
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device, or a :class:`ConfigError` if it cannot be used here."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ConfigError(
-            f"device={device!r} is not a torch device ('cpu', 'cuda', 'cuda:1')."
-        ) from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but CUDA is not available here; use device='cpu'.")
-    return dev
 
 
 def resolve_checkpoint(
@@ -131,9 +69,7 @@ class DreamCore:
         options = options or DreamOptions()
         check_num_envs(num_envs)
         ckpt = resolve_checkpoint(checkpoint, options.device, game)
-        if options.obs_type is None:
-            options = dataclasses.replace(options, obs_type=ckpt.model.obs_types[0])
-        options.validate(ckpt.start_bank.context, ckpt.model.obs_types)
+        options = options.resolved(ckpt.start_bank.context, ckpt.model.obs_types)
         self.checkpoint = ckpt
         self.model = ckpt.model
         self.options = options

@@ -17,7 +17,8 @@ import gymnasium as gym
 import numpy as np
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode, single_action
+from dreamenv.envs.core import DreamCore, check_render_mode, single_action
+from dreamenv.envs.options import DreamOptions
 from dreamenv.random_streams import key_from_generator
 
 
@@ -26,16 +27,12 @@ class DreamEnv(gym.Env):
 
     Args:
         checkpoint: a checkpoint directory written by ``dreamenv fit`` (or a loaded one).
-        horizon: steps after which an episode is truncated (default 50).
-        obs_type: one of the family's observation types (None: its default); discrete:
-            ``"indices"``, ``"embeddings"`` or ``"pixels"``; state-space: ``"state"``, ``"pixels"``.
-        reward_mode: ``"sample"``, ``"mean"`` or ``"mode"`` of the reward head.
-        use_termination: end episodes when the termination head says so.
-        burn_in: real observations each episode starts from.
-        device: ``"cpu"`` or ``"cuda"``.
-        temperature: sampling temperature of the model's transitions (0: its mode).
+        options: the dream options (:class:`~dreamenv.envs.options.DreamOptions`: horizon,
+            obs_type, reward_mode, use_termination, burn_in, device, temperature).
         render_mode: ``"rgb_array"`` (the decoded imagined frame) or None.
         game: if given, the game the checkpoint must model.
+        **option_fields: single :class:`DreamOptions` fields (``horizon=20``), replacing
+            those of ``options``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -44,19 +41,12 @@ class DreamEnv(gym.Env):
         self,
         checkpoint: str | Path | Checkpoint | None = None,
         *,
-        horizon: int = 50,
-        obs_type: str | None = None,
-        reward_mode: str = "sample",
-        use_termination: bool = True,
-        burn_in: int = 4,
-        device: str = "cpu",
-        temperature: float = 1.0,
+        options: DreamOptions | None = None,
         render_mode: str | None = None,
         game: str | None = None,
+        **option_fields: Any,
     ) -> None:
-        options = DreamOptions(
-            horizon, obs_type, reward_mode, use_termination, burn_in, device, temperature
-        )
+        options = DreamOptions.from_kwargs(options, option_fields)
         check_render_mode(render_mode)
         self.core = DreamCore(checkpoint, 1, options, game)
         self.render_mode = render_mode

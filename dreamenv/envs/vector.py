@@ -24,7 +24,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.core import DreamCore, DreamOptions, check_render_mode
+from dreamenv.envs.core import DreamCore, check_render_mode
+from dreamenv.envs.options import DreamOptions
 from dreamenv.errors import ConfigError, StateError
 from dreamenv.random_streams import key_from_seed
 
@@ -77,11 +78,12 @@ class DreamVectorEnv(VectorEnv):
     Args:
         checkpoint: a checkpoint directory written by ``dreamenv fit`` (or a loaded one).
         num_envs: episodes advanced together.
-        horizon, obs_type, reward_mode, use_termination, burn_in, device, temperature: see
-            :class:`~dreamenv.envs.core.DreamOptions`.
+        options: the dream options (:class:`~dreamenv.envs.options.DreamOptions`).
         autoreset_mode: gymnasium's ``NextStep`` (default), ``SameStep`` or ``Disabled``.
         render_mode: ``"rgb_array"`` or None.
         game: if given, the game the checkpoint must model.
+        **option_fields: single :class:`DreamOptions` fields (``horizon=20``), replacing
+            those of ``options``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -91,20 +93,13 @@ class DreamVectorEnv(VectorEnv):
         checkpoint: str | Path | Checkpoint | None = None,
         num_envs: int = 1,
         *,
-        horizon: int = 50,
-        obs_type: str | None = None,
-        reward_mode: str = "sample",
-        use_termination: bool = True,
-        burn_in: int = 4,
-        device: str = "cpu",
-        temperature: float = 1.0,
+        options: DreamOptions | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         game: str | None = None,
+        **option_fields: Any,
     ) -> None:
-        options = DreamOptions(
-            horizon, obs_type, reward_mode, use_termination, burn_in, device, temperature
-        )
+        options = DreamOptions.from_kwargs(options, option_fields)
         check_render_mode(render_mode)
         self.core = DreamCore(checkpoint, num_envs, options, game)
         self.num_envs = self.core.num_envs
