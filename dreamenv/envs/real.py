@@ -21,11 +21,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.utils import seeding
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.atari import FrameStacker, make_ale_vector
+from dreamenv.envs.atari import AtariSpec, FrameStacker, make_ale_vector
+from dreamenv.envs.autoreset import (
+    AutoresetVectorEnv,
+    StepResult,
+)
 from dreamenv.envs.core import (
     check_num_envs,
     check_render_mode,
@@ -33,8 +37,6 @@ from dreamenv.envs.core import (
     single_action,
     validate_actions,
 )
-from dreamenv.envs.vector import parse_autoreset_mode, parse_reset_mask, seed_list
-from dreamenv.errors import StateError
 
 
 class LatentFilter:
@@ -86,12 +88,73 @@ class LatentFilter:
         self.latent, self.state = self.model.filter(self.state, self.latent, action, embedding)
 
     @torch.inference_mode()
-    def observe(self, frames: np.ndarray) -> np.ndarray:
-        """Observations of every env; ``frames`` are the current stacks (for ``"pixels"``)."""
+    def observe(self, frames: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+        """Observations of every env (or of ``index``) as a fresh array that nothing here
+        writes to later; ``frames`` are the current stacks (for ``"pixels"``)."""
         if self.obs_type == "pixels":
-            return frames.copy()
-        obs = self.model.observe(self.latent, self.obs_type)
-        return obs.cpu().numpy().astype(self.space.dtype, copy=False)
+            return np.array(frames if index is None else frames[index], copy=True)
+        latent = self.latent if index is None else self.latent[torch.as_tensor(index)]
+        obs = self.model.observe(latent, self.obs_type)
+        return np.array(obs.cpu().numpy(), dtype=self.space.dtype, copy=True)
+
+
+class RealObservations:
+    """Turns the real frames of ``num_envs`` games into agent observations: stacks them as
+    training did and follows each game with the checkpoint's model (:class:`LatentFilter`).
+
+    The one path from real frames to what an agent sees, used by ``Real-v0`` and by
+    collection with an agent (:class:`~dreamenv.sb3.agent_policy.AgentPolicy`). Without a
+    checkpoint the observations are the stacked frames.
+
+    Example:
+        >>> obs = RealObservations(8, spec, checkpoint)
+        >>> obs.start(first_frames)             # every game begins
+        >>> obs.advance(frames, actions)        # every game took ``actions``
+        >>> obs.start(new_frames, done)         # the games of ``done`` begin anew
+        >>> agent_obs = obs.observe()
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        spec: AtariSpec,
+        checkpoint: Checkpoint | None = None,
+        obs_type: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.num_envs = num_envs
+        self.stacker = FrameStacker(num_envs, spec.frame_stack, spec.screen_size)
+        self.filter = (
+            None
+            if checkpoint is None
+            else LatentFilter(checkpoint, obs_type, num_envs, device)
+        )
+
+    @property
+    def stacks(self) -> np.ndarray:
+        """The current stacked frames ``(num_envs, stack, S, S)`` (the live buffer)."""
+        return self.stacker.buffer
+
+    def start(self, frames: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """The games of ``mask`` (all if None) begin, showing ``frames[mask]`` ``(S, S)``."""
+        self.stacker.reset(frames, mask)
+        if self.filter is not None:
+            index = None if mask is None else np.flatnonzero(mask)
+            stacks = self.stacker.buffer if index is None else self.stacker.buffer[index]
+            self.filter.reset(stacks, index)
+
+    def advance(self, frames: np.ndarray, actions: np.ndarray) -> None:
+        """Every game took ``actions`` and now shows ``frames`` ``(num_envs, S, S)``."""
+        self.stacker.push(frames)
+        if self.filter is not None:
+            self.filter.step(self.stacker.buffer, actions)
+
+    def observe(self, index: np.ndarray | None = None) -> np.ndarray:
+        """The agent observations of every game (or of ``index``), a fresh array."""
+        if self.filter is None:
+            stacks = self.stacker.buffer
+            return np.array(stacks if index is None else stacks[index], copy=True)
+        return self.filter.observe(self.stacker.buffer, index)
 
 
 def _ale_seed(seed: int | None, generator: np.random.Generator | None = None) -> int:
@@ -99,7 +162,7 @@ def _ale_seed(seed: int | None, generator: np.random.Generator | None = None) ->
     return int(gen.integers(0, 2**31 - 1))
 
 
-class RealVectorEnv(VectorEnv):
+class RealVectorEnv(AutoresetVectorEnv):
     """``num_envs`` real games with the checkpoint's preprocessing and model.
 
     For a jumpy model (``jump = c > 1``) one step applies a chunk of ``c`` actions, sums
@@ -117,7 +180,11 @@ class RealVectorEnv(VectorEnv):
         game: if given, the game the checkpoint must model.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 15,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
 
     def __init__(
         self,
@@ -134,123 +201,110 @@ class RealVectorEnv(VectorEnv):
         check_render_mode(render_mode)
         self.checkpoint = resolve_checkpoint(checkpoint, device, game)
         self.num_envs = int(num_envs)
-        self.filter = LatentFilter(self.checkpoint, obs_type, self.num_envs, device)
-        self.jump = self.checkpoint.model.jump
         spec = self.checkpoint.spec
-        self.render_mode = render_mode
-        self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
-        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        same_step = self.autoreset_mode == AutoresetMode.SAME_STEP or self.jump > 1
-        self.ale = make_ale_vector(
-            spec, self.num_envs, autoreset_mode="SameStep" if same_step else "NextStep"
+        self.observations = RealObservations(
+            self.num_envs, spec, self.checkpoint, obs_type, device
         )
-        self.stacker = FrameStacker(self.num_envs, spec.frame_stack, spec.screen_size)
-        self.single_observation_space = self.filter.space
+        self.jump = self.checkpoint.model.jump
+        self.render_mode = render_mode
+        self._init_autoreset(autoreset_mode)
+        # ale-py restarts an ended game itself: in the same step (its SameStep, which a
+        # jumpy model's chunks always use) or in the next (its NextStep)
+        self._ale_same_step = self.autoreset_mode == AutoresetMode.SAME_STEP or self.jump > 1
+        self.ale = make_ale_vector(
+            spec, self.num_envs, autoreset_mode="SameStep" if self._ale_same_step else "NextStep"
+        )
+        assert self.observations.filter is not None
+        self.single_observation_space = self.observations.filter.space
         self.single_action_space = self.checkpoint.model.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._ended = np.zeros(self.num_envs, dtype=bool)
-        self._started = False
+        self._next_frames: np.ndarray | None = None  # first frames of games ale restarted
+        self._chunk_stacks: np.ndarray | None = None  # a chunk's observed stacks (jumpy)
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset all games, or those of ``options["reset_mask"]``; ``seed`` seeds them."""
-        if seed is not None:
-            super().reset(seed=seed if isinstance(seed, int) else None)
-        mask = parse_reset_mask(options, self.num_envs)
-        index = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
-        seeds = seed_list(seed, self.num_envs, index)
-        ale_seeds = [
-            _ale_seed(s) if s is not None else _ale_seed(None, self.np_random) for s in seeds
-        ]
-        return self.reset_with_ale_seeds(ale_seeds, mask)
+        return super().reset(seed=seed, options=options)
 
     def reset_with_ale_seeds(
         self, ale_seeds: list[int], mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset with explicit ale-py seeds (one per env reset)."""
-        if mask is not None and not self._started:
-            raise StateError("The first reset must reset every env; call reset() without a mask.")
+        options = None if mask is None else {"reset_mask": mask}
+        self._ale_seeds = list(ale_seeds)
+        try:
+            return super().reset(options=options)
+        finally:
+            self._ale_seeds = None
+
+    # --- the engine (the rules are AutoresetVectorEnv's) ---------------------------------
+    _ale_seeds: list[int] | None = None
+
+    def _reset_envs(self, index: np.ndarray, seeds: list[int | None]) -> dict[str, Any]:
+        ale_seeds = self._ale_seeds or [
+            _ale_seed(s) if s is not None else _ale_seed(None, self.np_random) for s in seeds
+        ]
+        mask = None
+        if len(index) < self.num_envs:
+            mask = np.zeros(self.num_envs, dtype=bool)
+            mask[index] = True
         ale_options = None if mask is None else {"reset_mask": mask}
         obs, info = self.ale.reset(seed=np.asarray(ale_seeds, dtype=np.int64), options=ale_options)
-        self.stacker.reset(obs[:, 0], mask)
-        index = None if mask is None else np.flatnonzero(mask)
-        buffer = self.stacker.buffer
-        self.filter.reset(buffer if index is None else buffer[index], index)
-        self._ended[slice(None) if mask is None else mask] = False
-        self._started = True
-        return self.filter.observe(buffer), {"lives": info["lives"]}
+        self.observations.start(obs[:, 0], mask)
+        if self._chunk_stacks is not None and mask is not None:
+            self._chunk_stacks[mask] = self.observations.stacks[mask]
+        else:
+            self._chunk_stacks = None
+        return {"lives": info["lives"]}
 
-    def step(
-        self, actions: Any
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """One real step of every game (a chunk of ``jump`` steps for a jumpy model)."""
-        if not self._started:
-            raise StateError("Cannot call step() before reset(); call reset() first.")
-        actions = validate_actions(
-            actions, self.num_envs, self.checkpoint.action_meanings, self.jump
-        )
-        if self._ended.any() and self.autoreset_mode == AutoresetMode.DISABLED:
-            raise StateError(
-                f"envs {np.flatnonzero(self._ended).tolist()} have ended and autoreset_mode is "
-                "Disabled; reset them first with reset(options={'reset_mask': mask})."
-            )
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        return validate_actions(actions, self.num_envs, self.checkpoint.action_meanings, self.jump)
+
+    def _advance(self, actions: np.ndarray, restarting: np.ndarray) -> StepResult:
         if self.jump > 1:
-            return self._step_chunks(actions)
-        ended = self._ended.copy()
+            return self._advance_chunks(actions, restarting)
         obs, reward, terminated, truncated, info = self.ale.step(actions)
         frames = obs[:, 0]
-        done = terminated | truncated
-        infos: dict[str, Any] = {"lives": info["lives"]}
-        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+        if self._ale_same_step:
+            done = terminated | truncated
             last = frames.copy()
-            last[done] = info["final_obs"][done, 0]
-            self.filter.step(self.stacker.peek(last), actions)
-            infos.update(self._final_obs(self.stacker.peek(last), done))
-            self.stacker.push(frames)
-            self.stacker.reset(frames, done)
-            self.filter.reset(self.stacker.buffer[done], np.flatnonzero(done))
+            if done.any():
+                last[done] = info["final_obs"][done, 0]
+            self.observations.advance(last, actions)
+            self._next_frames = frames
         else:
-            self.stacker.push(frames)
-            if ended.any():  # NextStep: ale-py restarted these games this step
-                self.stacker.reset(frames, ended)
-            self.filter.step(self.stacker.buffer, actions)
-            if ended.any():
-                self.filter.reset(self.stacker.buffer[ended], np.flatnonzero(ended))
-            self._ended = done
-        return (
-            self.filter.observe(self.stacker.buffer),
-            reward.astype(np.float64),
-            terminated,
-            truncated,
-            infos,
-        )
+            self.observations.advance(frames, actions)
+            if restarting.any():  # ale-py restarted these games in this step
+                self.observations.start(frames, restarting)
+        return reward, terminated, truncated, {"lives": info["lives"]}
 
-    def _final_obs(self, stacks: np.ndarray, done: np.ndarray) -> dict[str, Any]:
-        """SameStep's info entries for the envs ``done``, whose last stacks are ``stacks``."""
-        final_obs = self.filter.observe(stacks)
-        final = np.full(self.num_envs, None, dtype=object)
-        for i in np.flatnonzero(done):
-            final[i] = final_obs[i]
-        return {
-            "final_obs": final,
-            "_final_obs": done.copy(),
-            "final_info": {},
-            "_final_info": done.copy(),
-        }
+    def _autorestart(self, index: np.ndarray) -> None:
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[index] = True
+        if self.jump > 1:  # the stacker already shows the new games (no-ops after the end)
+            self._chunk_stacks = self._chunk_stacks_after_restart(mask)
+        else:
+            assert self._next_frames is not None
+            self.observations.start(self._next_frames, mask)
 
-    def _step_chunks(
-        self, chunks: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """``jump`` real steps of every game (ale-py autoresets in the same step here)."""
+    def _observe(self, index: np.ndarray | None = None) -> np.ndarray:
+        stacks = self._chunk_stacks if self._chunk_stacks is not None else self.observations.stacks
+        assert self.observations.filter is not None
+        return self.observations.filter.observe(stacks, index)
+
+    def _advance_chunks(self, chunks: np.ndarray, pending: np.ndarray) -> StepResult:
+        """``jump`` real steps of every game (ale-py autoresets in the same step here); the
+        games of ``pending`` (NextStep) play no-ops and start anew after the chunk."""
+        stacker, filt = self.observations.stacker, self.observations.filter
+        assert filt is not None
         n = self.num_envs
-        pending = self._ended.copy()  # NextStep: games that ended last step start anew now
         done = np.zeros(n, dtype=bool)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
         reward = np.zeros(n, dtype=np.float64)
-        last_stacks = self.stacker.buffer.copy()
+        last_stacks = stacker.buffer.copy()
         lives = None
         for k in range(self.jump):
             live = ~(done | pending)
@@ -264,35 +318,36 @@ class RealVectorEnv(VectorEnv):
             if ended_now.any():
                 last = frames.copy()
                 last[ended_now] = info["final_obs"][ended_now, 0]
-                last_stacks[new] = self.stacker.peek(last)[new]
-            self.stacker.push(frames)
+                last_stacks[new] = stacker.peek(last)[new]
+            stacker.push(frames)
             if ended_now.any():
-                self.stacker.reset(frames, ended_now)
+                stacker.reset(frames, ended_now)
             terminated[new], truncated[new] = te[new], tr[new]
             done |= new
-        stacks = self.stacker.buffer.copy()
+        stacks = stacker.buffer.copy()
         stacks[done] = last_stacks[done]
-        self.filter.step(stacks, chunks)
-        infos: dict[str, Any] = {"lives": lives}
-        if self.autoreset_mode == AutoresetMode.SAME_STEP:
-            if done.any():
-                infos.update(self._final_obs(stacks, done))
-            restart = done
-            self._ended[:] = False
-        else:
-            restart = pending
-            self._ended = done
-        if restart.any():
-            self.filter.reset(self.stacker.buffer[restart], np.flatnonzero(restart))
-            stacks[restart] = self.stacker.buffer[restart]
-        return self.filter.observe(stacks), reward, terminated, truncated, infos
+        filt.step(stacks, chunks)
+        self._chunk_stacks = stacks
+        if pending.any():
+            self._chunk_stacks = self._chunk_stacks_after_restart(pending)
+        return reward, terminated, truncated, {"lives": lives}
+
+    def _chunk_stacks_after_restart(self, mask: np.ndarray) -> np.ndarray:
+        """The chunk's stacks with the games of ``mask`` restarted from the stacker's."""
+        filt = self.observations.filter
+        assert filt is not None and self._chunk_stacks is not None
+        buffer = self.observations.stacker.buffer
+        filt.reset(buffer[mask], np.flatnonzero(mask))
+        stacks = self._chunk_stacks.copy()
+        stacks[mask] = buffer[mask]
+        return stacks
 
     def render(self) -> np.ndarray | None:
         """The newest preprocessed frame of every game, ``(num_envs, S, S, 3)`` uint8."""
         if self.render_mode is None:
             gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'.")
             return None
-        return np.repeat(self.stacker.buffer[:, -1, :, :, None], 3, axis=-1)
+        return np.repeat(self.observations.stacks[:, -1, :, :, None], 3, axis=-1)
 
     def close_extras(self, **kwargs: Any) -> None:
         self.ale.close()
