@@ -269,3 +269,37 @@ def test_jumpy_real_env_applies_the_chunk(family_checkpoint) -> None:
         jumpy.step(np.zeros(2, dtype=np.int64))
     jumpy.close()
     plain.close()
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILY_NAMES if "jumpy" not in f])
+def test_collection_feeds_the_agent_what_real_v0_shows(
+    family: str, family_checkpoint, tmp_path: Path
+) -> None:
+    """The observations an agent collects from are Real-v0's on the same games (through
+    game ends: Pong's 150-step episodes end inside this collection)."""
+    from dreamenv.sb3 import AgentPolicy
+
+    path = family_checkpoint(family)
+    agent = make_agent("ppo", wrap(DreamVectorEnv(path, 2)), seed=0, n_steps=8, batch_size=16)
+
+    class Recording(AgentPolicy):
+        def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            actions = super().__call__(obs, rng)
+            seen.append((obs.copy(), actions.copy()))
+            return actions
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    policy = Recording(agent, path)
+    spec = policy.checkpoint.spec
+    dreamenv.collect(tmp_path / "data", spec, 2 * 170, num_envs=2, policy=policy, progress=False)
+    # collect() seeds ale-py's games with consecutive seeds from its own generator
+    first = int(np.random.default_rng([0, 0]).integers(2**31 - 2))
+    real = RealVectorEnv(path, 2, autoreset_mode="SameStep")
+    obs, _ = real.reset_with_ale_seeds([first, first + 1])
+    ended = 0
+    for fed, actions in seen:
+        np.testing.assert_allclose(fed, obs, rtol=1e-5, atol=1e-5)
+        obs, _, terminated, truncated, _ = real.step(actions)
+        ended += int((terminated | truncated).sum())
+    assert ended >= 2
+    real.close()

@@ -17,7 +17,6 @@ from stable_baselines3.common.vec_env import VecEnv
 import dreamenv
 from dreamenv import CheckpointError, ConfigError, DreamEnv, DreamVectorEnv, load_checkpoint
 from dreamenv.data.store import EpisodeStore
-from dreamenv.envs.atari import stack_frames
 from dreamenv.evaluate import evaluate, infer_obs_type, random_policy
 from dreamenv.sb3 import (
     AgentPolicy,
@@ -269,12 +268,14 @@ def test_agent_policy_samples_valid_actions(
     agent: PPO, checkpoint_dir: Path, store_dir: Path
 ) -> None:
     episode = EpisodeStore.open(store_dir).episodes()[0]
-    frames = stack_frames(episode.frames, np.arange(0, 64, 8), 4)
     policy = AgentPolicy(agent, checkpoint_dir, temperature=0.5)
-    actions = policy(frames, np.random.default_rng(0))
+    observations = policy.observations(8, policy.checkpoint.spec)
+    observations.start(episode.frames[np.arange(0, 64, 8)])
+    obs = observations.observe()
+    actions = policy(obs, np.random.default_rng(0))
     assert actions.shape == (8,) and actions.dtype == np.int64
     assert ((actions >= 0) & (actions < 6)).all()
-    again = policy(frames, np.random.default_rng(0))
+    again = policy(obs, np.random.default_rng(0))
     np.testing.assert_array_equal(actions, again)
 
 
@@ -290,6 +291,13 @@ def test_agent_policy_collects_real_data(
         progress=False,
     )
     assert store.num_steps == 20
+
+
+def test_agent_policy_refuses_another_spec(agent: PPO, checkpoint_dir: Path) -> None:
+    policy = AgentPolicy(agent, checkpoint_dir)
+    other = dreamenv.AtariSpec("pong", screen_size=64)
+    with pytest.raises(ConfigError, match=r"trained on AtariSpec.*this collection uses AtariSpec"):
+        policy.observations(2, other)
 
 
 def test_agent_policy_refuses_a_bad_temperature(agent: PPO, checkpoint_dir: Path) -> None:

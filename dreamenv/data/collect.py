@@ -20,13 +20,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dreamenv.data.store import Episode, EpisodeStore
-from dreamenv.envs.atari import AtariSpec, FrameStacker, make_ale_vector
+from dreamenv.envs.atari import AtariSpec, make_ale_vector
 from dreamenv.errors import ConfigError
 
 Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-"""Maps stacked uint8 frames ``(N, stack, S, S)`` and a generator to ``(N,)`` int64 actions.
-A policy with memory may also have ``restart(frames, mask)``: the collection calls it when the
-games of ``mask`` restart (their new first stacks in ``frames[mask]``)."""
+"""Maps a batch of observations and a generator to ``(N,)`` int64 actions. The observations
+are stacked uint8 frames ``(N, stack, S, S)``, unless the policy has
+``observations(num_envs, spec) -> RealObservations``: then they are what that path makes of
+the real frames (as :class:`~dreamenv.sb3.agent_policy.AgentPolicy`, whose agent sees
+exactly what ``Real-v0`` shows it)."""
 
 
 class RandomPolicy:
@@ -104,15 +106,22 @@ def collect(
     rng = np.random.default_rng([seed, len(store.chunk_paths)])
     obs, _ = env.reset(seed=int(rng.integers(2**31 - num_envs)))
     frames = obs[:, 0]
-    stacker = FrameStacker(num_envs, spec.frame_stack, spec.screen_size)
-    stacker.reset(frames)
+    from dreamenv.envs.real import RealObservations  # the envs import the data modules
+
+    make_observations = getattr(policy, "observations", None)
+    observations = (
+        make_observations(num_envs, spec)
+        if make_observations is not None
+        else RealObservations(num_envs, spec)
+    )
+    observations.start(frames)
     builders = [_EpisodeBuilder(f) for f in frames]
     pending: list[Episode] = []
     taken = 0
     bar = tqdm(total=remaining, desc=f"collect {spec.game}", unit="step", disable=not progress)
     try:
         while taken < remaining:
-            actions = policy(stacker.buffer, rng)
+            actions = policy(observations.observe(), rng)
             obs, rewards, terminated, truncated, info = env.step(actions)
             done = terminated | truncated
             new_frames = obs[:, 0]
@@ -124,11 +133,9 @@ def collect(
                 if done[i]:
                     pending.append(builders[i].finish(bool(terminated[i]), bool(truncated[i])))
                     builders[i] = _EpisodeBuilder(new_frames[i])
-            stacker.push(last_frames)
+            observations.advance(last_frames, actions)
             if done.any():
-                stacker.reset(new_frames, done)
-                if hasattr(policy, "restart"):
-                    policy.restart(stacker.buffer, done)
+                observations.start(new_frames, done)
             taken += num_envs
             bar.update(num_envs)
             if sum(len(e) for e in pending) >= chunk_steps:

@@ -15,8 +15,9 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from dreamenv.checkpoint import Checkpoint
+from dreamenv.envs.atari import AtariSpec
 from dreamenv.envs.core import resolve_checkpoint
-from dreamenv.envs.real import LatentFilter
+from dreamenv.envs.real import RealObservations
 from dreamenv.errors import ConfigError
 from dreamenv.evaluate import infer_obs_type
 from dreamenv.sb3.agent_files import load_agent
@@ -35,9 +36,10 @@ class AgentPolicy:
     """A saved SB3 agent acting on real frames through a checkpoint's model, sampling at
     ``temperature`` (a :data:`dreamenv.data.collect.Policy` for collection).
 
-    It follows each env's game with the model (:class:`~dreamenv.envs.real.LatentFilter`),
-    so families with memory see the same observations as in the dream; the collection
-    tells it which games restarted (:meth:`restart`).
+    Collection asks it for its :meth:`observations` (a
+    :class:`~dreamenv.envs.real.RealObservations`, the very path ``Real-v0`` uses) and
+    feeds that the real frames, so the agent sees exactly what it sees in ``Real-v0`` and,
+    for families with memory, in the dream.
     """
 
     def __init__(
@@ -59,25 +61,20 @@ class AgentPolicy:
         self.obs_type = infer_obs_type(self.agent.observation_space, self.checkpoint)
         self.device = device
         self.temperature = temperature
-        self.filter: LatentFilter | None = None
-        self.last_actions: np.ndarray | None = None
 
-    def restart(self, frames: np.ndarray, mask: np.ndarray) -> None:
-        """The games of ``mask`` restarted and now show the stacks ``frames[mask]``."""
-        if self.filter is not None and mask.any():
-            self.filter.reset(frames[mask], np.flatnonzero(mask))
+    def observations(self, num_envs: int, spec: AtariSpec) -> RealObservations:
+        """The observation path of ``num_envs`` real games of ``spec`` (the checkpoint's)."""
+        if spec != self.checkpoint.spec:
+            raise ConfigError(
+                f"The agent observes through the checkpoint {str(self.checkpoint.path)!r}, "
+                f"trained on {self.checkpoint.spec}; this collection uses {spec}. Collect "
+                "with the checkpoint's spec (the store's), or pass the matching checkpoint."
+            )
+        return RealObservations(num_envs, spec, self.checkpoint, self.obs_type, self.device)
 
-    def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.filter is None or self.filter.num_envs != len(frames):
-            self.filter = LatentFilter(self.checkpoint, self.obs_type, len(frames), self.device)
-            self.filter.reset(frames)
-        else:
-            self.filter.step(frames, self.last_actions)
-        logits = action_logits(self.agent, self.filter.observe(frames)) / self.temperature
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Actions for the agent observations ``obs``, sampled at the temperature."""
+        logits = action_logits(self.agent, obs) / self.temperature
         probs = torch.softmax(logits.double(), -1).cpu().numpy()
         u = rng.random((len(probs), 1))
-        actions = np.minimum((probs.cumsum(-1) < u).sum(-1), probs.shape[1] - 1).astype(np.int64)
-        self.last_actions = actions
-        return actions
-
-
+        return np.minimum((probs.cumsum(-1) < u).sum(-1), probs.shape[1] - 1).astype(np.int64)
