@@ -6,6 +6,7 @@ handful of updates. Tests that change a store or checkpoint copy it to ``tmp_pat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,50 @@ def checkpoint_dir(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     path = tmp_path_factory.mktemp("checkpoint") / "model"
     dreamenv.fit(store_dir, path, preset="tiny", config=TINY_FIT, progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(
+    store_dir: Path, tmp_path_factory: pytest.TempPathFactory, tiny_fit_config
+) -> Callable[[str], Path]:
+    """``family -> checkpoint``: the tiny preset of that family fitted on the session store
+    through the command line (once per family and session; read only)."""
+    root = tmp_path_factory.mktemp("families")
+    made: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in made:
+            out = root / family
+            cfg = tiny_fit_config
+            from dreamenv.cli import main as cli_main
+
+            code = cli_main(
+                [
+                    "--quiet",
+                    "fit",
+                    str(store_dir),
+                    "--out",
+                    str(out),
+                    "--family",
+                    family,
+                    "--preset",
+                    "tiny",
+                    "--epochs",
+                    str(cfg.epochs),
+                    "--warmup-epochs",
+                    str(cfg.warmup_epochs),
+                    "--batch-size",
+                    str(cfg.batch_size),
+                    "--seq-len",
+                    str(cfg.seq_len),
+                    "--updates-per-epoch",
+                    str(cfg.updates_per_epoch),
+                    "--start-bank",
+                    str(cfg.start_bank_size),
+                ]
+            )
+            assert code == 0
+            made[family] = out
+        return made[family]
+
+    return get

@@ -8,7 +8,6 @@ PPO train in the dream and play the real game.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,57 +20,11 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import dreamenv
 from dreamenv import CheckpointError, DreamEnv, DreamVectorEnv, RealEnv, RealVectorEnv
 from dreamenv.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
-from dreamenv.cli import main as cli_main
 from dreamenv.models import FAMILIES
 from dreamenv.sb3 import evaluate, make_agent, wrap
 
 FAMILY_NAMES = sorted(FAMILIES)
 N = 3
-
-
-@pytest.fixture(scope="session")
-def family_checkpoint(
-    store_dir: Path, tmp_path_factory: pytest.TempPathFactory, tiny_fit_config
-) -> Callable[[str], Path]:
-    """``family -> checkpoint``: the tiny preset of that family fitted on the session store
-    through the command line (once per family and session; read only)."""
-    root = tmp_path_factory.mktemp("families")
-    made: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in made:
-            out = root / family
-            cfg = tiny_fit_config
-            code = cli_main(
-                [
-                    "--quiet",
-                    "fit",
-                    str(store_dir),
-                    "--out",
-                    str(out),
-                    "--family",
-                    family,
-                    "--preset",
-                    "tiny",
-                    "--epochs",
-                    str(cfg.epochs),
-                    "--warmup-epochs",
-                    str(cfg.warmup_epochs),
-                    "--batch-size",
-                    str(cfg.batch_size),
-                    "--seq-len",
-                    str(cfg.seq_len),
-                    "--updates-per-epoch",
-                    str(cfg.updates_per_epoch),
-                    "--start-bank",
-                    str(cfg.start_bank_size),
-                ]
-            )
-            assert code == 0
-            made[family] = out
-        return made[family]
-
-    return get
 
 
 def _actions(space: gym.Space, steps: int, n: int, seed: int = 0) -> np.ndarray:
