@@ -19,6 +19,7 @@ import torch
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.data.sequences import split_episodes
 from dreamenv.data.store import EpisodeStore
+from dreamenv.models.common import reward_classes
 from dreamenv.openloop import open_loop, real_segments
 
 
@@ -46,7 +47,7 @@ def inspect_checkpoint(
     pred = open_loop(model, frames, actions, burn_in, seed)
     real_next = pred.real_latents
     integer = not pred.latents.dtype.is_floating_point
-    reward_class = torch.as_tensor(seg["rewards"][:, burn_in - 1 :]).clamp(-1, 1).round().long() + 1
+    reward_class = reward_classes(torch.as_tensor(seg["rewards"][:, burn_in - 1 :]))
     rows = []
     for k in range(horizon):
         real_frame = frames[:, burn_in + k, -1].float() / 255

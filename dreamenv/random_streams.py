@@ -5,9 +5,15 @@ A dream vector env must give env ``i`` the same rollout as a single env seeded w
 ``torch.Generator`` per env would need a Python loop over the envs on every step, so each
 env instead owns a counter-based stream: a 62-bit key drawn at reset from the env's
 seeded ``numpy`` generator (the one ``gymnasium.Env.reset(seed=...)`` creates) and a
-counter. A draw hashes (counter, element) with the key's two 31-bit halves through two
-rounds of a 32-bit integer finaliser (``lowbias32``), in int32 tensor ops (which CPUs
-vectorise, unlike 64-bit multiplies), on any device, for every env at once.
+64-bit draw counter. Each draw first hashes its counter with the key into two 32-bit draw
+words (the low word a bijection of the counter's low 32 bits), then hashes each element
+index with those words, through rounds of a 32-bit integer finaliser (``lowbias32``), in
+int32 tensor ops (which CPUs vectorise, unlike 64-bit multiplies), on any device, for
+every env at once.
+
+Period: a stream repeats after 2**64 draws; within any 2**32 consecutive draws no two
+draws share their first word, so no draw is a copy (or an element-shifted copy) of another.
+A run of a billion dream steps draws well under 2**32 times per env.
 
 Example:
     >>> rng = BatchRandom(2, "cpu")
@@ -21,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_GOLDEN32 = -1640531527  # 0x9E3779B9 as int32: spreads counters over the element range
 _MUL1 = 0x7FEB352D
 _MUL2 = -2073254261  # 0x846CA68B as int32
 _MASK = {k: (1 << (32 - k)) - 1 for k in (9, 15, 16)}
@@ -43,6 +48,29 @@ def _mix_(x: torch.Tensor, scratch: torch.Tensor) -> None:
         x ^= scratch
         if multiplier is not None:
             x *= multiplier
+
+
+def _int32(x: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2**32) as the int32 of the same 32 bits."""
+    return torch.where(x >= 1 << 31, x - (1 << 32), x).to(torch.int32)
+
+
+def draw_words(keys: torch.Tensor, counters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two int32 words of each stream's draw number ``counters`` (int64): the first
+    is a bijection of the counter's low 32 bits for a fixed key, the second mixes in its
+    high 32 bits."""
+    low_key = (keys & _HALF).to(torch.int32)
+    high_key = ((keys >> 31) & _HALF).to(torch.int32)
+    first = _int32(counters & 0xFFFFFFFF) ^ low_key
+    scratch = torch.empty_like(first)
+    _mix_(first, scratch)
+    first ^= high_key
+    _mix_(first, scratch)
+    second = _int32((counters >> 32) & 0xFFFFFFFF) ^ high_key
+    _mix_(second, scratch)
+    second ^= first
+    _mix_(second, scratch)
+    return first, second
 
 
 def key_from_generator(generator: np.random.Generator) -> int:
@@ -81,18 +109,16 @@ class BatchRandom:
         keys = self.keys if index is None else self.keys[index]
         counters = self.counters if index is None else self.counters[index]
         n = int(np.prod(shape)) if shape else 1
-        low = (keys & _HALF).to(torch.int32)[:, None]
-        high = ((keys >> 31) & _HALF).to(torch.int32)[:, None]
+        first, second = draw_words(keys, counters)
+        first, second = first[:, None], second[:, None]
         element = torch.arange(n, dtype=torch.int32, device=self.device)
-        start = counters.to(torch.int32)[:, None] * _GOLDEN32
         u = torch.empty(len(keys), n, dtype=torch.float32, device=self.device)
         rows = max(1, _CHUNK // n)
         for i in range(0, len(keys), rows):
-            x = element + start[i : i + rows]
+            x = element ^ first[i : i + rows]
             scratch = torch.empty_like(x)
-            x ^= low[i : i + rows]
             _mix_(x, scratch)
-            x ^= high[i : i + rows]
+            x ^= second[i : i + rows]
             _mix_(x, scratch)
             torch.bitwise_right_shift(x, 9, out=scratch)
             scratch &= _MASK[9]  # the top 23 bits: exact in float32

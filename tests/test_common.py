@@ -13,6 +13,7 @@ from dreamenv.models.common import (
     action_chunk_onehot,
     normal_from_uniform,
     pixel_kl,
+    reward_classes,
     sample_categorical,
     split_context,
     window_steps,
@@ -80,3 +81,9 @@ def test_samplers_invert_the_cdf() -> None:
     z = normal_from_uniform(torch.tensor([0.5, 0.8413447]))
     assert z.tolist() == pytest.approx([0.0, 1.0], abs=1e-4)
     assert math.isfinite(float(normal_from_uniform(torch.tensor(1e-7))))
+
+
+def test_reward_classes_follow_the_sign() -> None:
+    """Small rewards keep their sign (clamping and rounding mapped |r| <= 0.5 to 0)."""
+    rewards = torch.tensor([-20.0, -1.0, -0.3, 0.0, 0.2, 0.5, 1.0, 300.0])
+    assert reward_classes(rewards).tolist() == [0, 0, 0, 1, 2, 2, 2, 2]

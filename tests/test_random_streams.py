@@ -119,8 +119,10 @@ def _lowbias32(x: int) -> int:
 
 
 def _reference_uniform(key: int, counter: int, element: int) -> float:
-    x = (element + counter * 0x9E3779B9) & 0xFFFFFFFF
-    x = _lowbias32(_lowbias32(x ^ (key & 0x7FFFFFFF)) ^ ((key >> 31) & 0x7FFFFFFF))
+    low_key, high_key = key & 0x7FFFFFFF, (key >> 31) & 0x7FFFFFFF
+    first = _lowbias32(_lowbias32((counter & 0xFFFFFFFF) ^ low_key) ^ high_key)
+    second = _lowbias32(_lowbias32(((counter >> 32) & 0xFFFFFFFF) ^ high_key) ^ first)
+    x = _lowbias32(_lowbias32(element ^ first) ^ second)
     return ((x >> 9) + 0.5) / (1 << 23)
 
 
@@ -132,3 +134,35 @@ def test_draws_are_the_documented_hash_in_every_pass(num_envs: int, shape: tuple
     u = rng.uniform(shape)
     for env, element in [(0, 0), (1, 2), (num_envs - 1, shape[0] - 1), (num_envs // 2, 1)]:
         assert float(u[env, element]) == _reference_uniform(keys[env], 1, element)
+
+
+@pytest.mark.parametrize("counter", [2**31 - 1, 2**31, 2**32 + 5, 2**40 + 3])
+def test_draws_past_32_bit_counters_are_the_documented_hash(counter: int) -> None:
+    keys = [key_from_seed(3), key_from_seed(4)]
+    rng = _rng(keys)
+    rng.counters[:] = counter
+    u = rng.uniform((7,))
+    for env in range(2):
+        for element in (0, 6):
+            assert float(u[env, element]) == _reference_uniform(keys[env], counter, element)
+
+
+def test_no_draw_repeats_another_within_a_long_run() -> None:
+    """The old hash added counter * golden ratio to the element index: draw 75,025 (a
+    Fibonacci number) of 65,536 values per env repeated 53,833 values of draw 0, shifted
+    by 11,703 elements. Now the first draw word is a bijection of the counter: no two of 2**20
+    consecutive draws share it, for any key; and draws that share no word share no run
+    of values."""
+    from dreamenv.random_streams import draw_words
+
+    for seed in range(3):
+        keys = torch.full((2**20,), key_from_seed(seed), dtype=torch.int64)
+        counters = torch.arange(2**20, dtype=torch.int64) + seed * 2**31
+        first, second = draw_words(keys, counters)
+        assert len(torch.unique(first)) == 2**20
+    rng = _rng([key_from_seed(0)])
+    a = rng.uniform((1 << 16,))
+    rng.counters[:] = 75_025
+    b = rng.uniform((1 << 16,))
+    shared = np.intersect1d(a.numpy(), b.numpy())
+    assert len(shared) < 0.01 * (1 << 16)  # values coincide only by chance (23-bit floats)

@@ -82,8 +82,9 @@ class RewardBits:
 
 
 def reward_classes(rewards: torch.Tensor) -> torch.Tensor:
-    """Real rewards as classes of the support (-1, 0, +1): 0, 1, 2."""
-    return rewards.clamp(-1, 1).round().long() + 1
+    """Real rewards as classes of their sign (-1, 0, +1): 0, 1, 2 (the Atari protocol's
+    clipping: any positive reward, however small, is +1)."""
+    return torch.sign(rewards).long() + 1
 
 
 def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
