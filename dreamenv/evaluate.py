@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import resolve_checkpoint
 from dreamenv.envs.real import RealVectorEnv
-from dreamenv.errors import CheckpointError
+from dreamenv.errors import CheckpointError, ConfigError
 
 
 @runtime_checkable
@@ -120,7 +120,16 @@ def evaluate(
 def random_policy(actions: int | gym.Space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """Uniformly random actions for a batch of observations: ``actions`` is the number of
     actions, or a single env's action space (such as a jumpy model's ``MultiDiscrete``)."""
-    space = gym.spaces.Discrete(actions) if isinstance(actions, (int, np.integer)) else actions
-    high = space.n if isinstance(space, gym.spaces.Discrete) else space.nvec
+    space = gym.spaces.Discrete(int(actions)) if isinstance(actions, (int, np.integer)) else actions
+    if isinstance(space, gym.spaces.Discrete):
+        high: Any = int(space.n)
+    elif isinstance(space, gym.spaces.MultiDiscrete):
+        high = space.nvec
+    else:
+        raise ConfigError(
+            f"random_policy takes a number of actions or a Discrete/MultiDiscrete space, got "
+            f"{space}."
+        )
+    shape = tuple(space.shape or ())
     rng = np.random.default_rng(seed)
-    return lambda obs: rng.integers(0, high, size=(len(obs), *space.shape))
+    return lambda obs: rng.integers(0, high, size=(len(obs), *shape))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def _play_window(checkpoint: str | Path, fps: int, seed: int) -> None:  # pragma
     from dreamenv.envs.real import RealEnv
 
     ckpt = load_checkpoint(checkpoint)
-    envs = {
+    envs: dict[str, Any] = {
         "dream": DreamEnv(ckpt, render_mode="rgb_array", horizon=10**9, use_termination=False),
         "real": RealEnv(ckpt, render_mode="rgb_array"),
     }

@@ -154,7 +154,7 @@ class EpisodeStore:
         paths = self.chunk_paths
         index = int(paths[-1].stem.split("-")[1]) + 1 if paths else 0
         target = self.path / f"chunk-{index:06d}.npz"
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "frames": np.concatenate([e.frames for e in episodes]).astype(np.uint8),
             "actions": np.concatenate([e.actions for e in episodes]).astype(np.int64),
             "rewards": np.concatenate([e.rewards for e in episodes]).astype(np.float32),
@@ -165,7 +165,7 @@ class EpisodeStore:
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
+                np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy stubs type the kwargs as allow_pickle
 
         write_atomic(target, write)
         return target

@@ -175,7 +175,10 @@ def action_meanings(game: str) -> tuple[str, ...]:
 
     ale = ale_py.ALEInterface()
     ale.setLoggerMode(ale_py.LoggerMode.Error)
-    ale.loadROM(ale_py.roms.get_rom_path(normalize_game(game)))
+    rom = ale_py.roms.get_rom_path(normalize_game(game))
+    if rom is None:
+        raise ConfigError(f"ale-py has no ROM of {game!r}; install ale-py >= 0.9 (ROMs included).")
+    ale.loadROM(rom)
     return tuple(a.name for a in ale.getMinimalActionSet())
 
 

@@ -200,7 +200,7 @@ def step_same_step(
         if mode == AutoresetMode.SAME_STEP:
             final = {int(i): info["final_obs"][i] for i in index}
         else:
-            final = {int(i): _row_copy(obs, i) for i in index}
+            final = {int(i): _row_copy(obs, int(i)) for i in index}
             new_obs, _ = env.reset(options={"reset_mask": done})
             obs = _merge_rows(obs, new_obs, done)
     return obs, reward, terminated, truncated, final, info

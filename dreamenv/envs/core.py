@@ -42,7 +42,7 @@ def check_num_envs(num_envs: int) -> int:
 
 
 def resolve_checkpoint(
-    checkpoint: str | Path | Checkpoint, device: str, game: str | None
+    checkpoint: str | Path | Checkpoint | None, device: str, game: str | None
 ) -> Checkpoint:
     """A loaded checkpoint from a path (or one already loaded, moved to ``device``)."""
     check_device(device)
@@ -61,7 +61,7 @@ class DreamCore:
 
     def __init__(
         self,
-        checkpoint: str | Path | Checkpoint,
+        checkpoint: str | Path | Checkpoint | None,
         num_envs: int = 1,
         options: DreamOptions | None = None,
         game: str | None = None,
@@ -75,7 +75,9 @@ class DreamCore:
         self.options = options
         self.num_envs = int(num_envs)
         self.device = torch.device(options.device)
-        self.observation_space = self.model.observation_space(options.obs_type)
+        assert options.obs_type is not None  # resolved() chose the family's default
+        self.obs_type: str = options.obs_type
+        self.observation_space = self.model.observation_space(self.obs_type)
         self.action_space = self.model.action_space
         self.rewards = self.model.reward_values()
         self.rng = BatchRandom(self.num_envs, self.device)
@@ -86,9 +88,28 @@ class DreamCore:
             ckpt.start_bank.actions[:, ckpt.start_bank.context - options.burn_in :],
             device=self.device,
         )
-        self.latent: torch.Tensor | None = None
-        self.state: tuple[torch.Tensor, ...] | None = None
+        self._latent: torch.Tensor | None = None
+        self._state: tuple[torch.Tensor, ...] | None = None
         self.steps = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+
+    @property
+    def started(self) -> bool:
+        """Whether the first reset happened (the latents and model state exist)."""
+        return self._state is not None
+
+    @property
+    def latent(self) -> torch.Tensor:
+        """The latents of every env (after the first reset)."""
+        if self._latent is None:
+            raise StateError("The dream env has no state yet; call reset() first.")
+        return self._latent
+
+    @property
+    def state(self) -> tuple[torch.Tensor, ...]:
+        """The model state of every env (after the first reset)."""
+        if self._state is None:
+            raise StateError("The dream env has no state yet; call reset() first.")
+        return self._state
 
     def bank_embeddings(self, starts: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(len(starts), burn_in, ...)`` of start-bank entries; each entry is
@@ -106,6 +127,7 @@ class DreamCore:
                 )
             self._bank_embeddings[todo] = embeddings
             self._bank_encoded[todo] = True
+        assert self._bank_embeddings is not None  # every start of ``starts`` is encoded
         return self._bank_embeddings[starts]
 
     # --- episodes ----------------------------------------------------------------------
@@ -122,13 +144,13 @@ class DreamCore:
         latent, state = self.model.initial_state(
             self.bank_embeddings(starts), self.bank_actions[starts]
         )
-        if self.state is None:
+        if not self.started:
             if len(idx) != self.num_envs:
                 raise StateError(
                     "The first reset must reset every env; call reset() without a mask."
                 )
-            self.latent = latent.clone()
-            self.state = tuple(s.clone() for s in state)
+            self._latent = latent.clone()
+            self._state = tuple(s.clone() for s in state)
         else:
             self.latent[idx] = latent
             for old, new in zip(self.state, state, strict=True):
@@ -137,7 +159,7 @@ class DreamCore:
 
     def check_actions(self, actions: Any) -> torch.Tensor:
         """``actions`` as a validated int64 tensor of shape ``(num_envs,)``."""
-        if self.state is None:
+        if not self.started:
             raise StateError("Cannot call step() before reset(); call reset() first.")
         arr = validate_actions(
             actions, self.num_envs, self.checkpoint.action_meanings, self.model.jump
@@ -162,8 +184,8 @@ class DreamCore:
             terminated = u[:, 1] < torch.sigmoid(pred.termination_logits)
         else:
             terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        self.latent = pred.next_latent
-        self.state = pred.state
+        self._latent = pred.next_latent
+        self._state = pred.state
         self.steps += 1
         truncated = self.steps >= self.options.horizon
         return reward, terminated, truncated
@@ -177,7 +199,7 @@ class DreamCore:
             if index is None
             else self.latent[torch.as_tensor(index, device=self.device)]
         )
-        obs = self.model.observe(latent, self.options.obs_type)
+        obs = self.model.observe(latent, self.obs_type)
         return np.array(obs.cpu().numpy(), dtype=self.observation_space.dtype, copy=True)
 
     @torch.inference_mode()
@@ -190,7 +212,7 @@ class DreamCore:
     def get_state(self) -> dict[str, Any]:
         """A copy of everything that determines the future: latents, model state, step
         counters and random streams. Restore it with :meth:`set_state`."""
-        if self.state is None:
+        if not self.started:
             raise StateError("get_state() needs a reset env; call reset() first.")
         return {
             "latent": self.latent.clone(),
@@ -212,8 +234,8 @@ class DreamCore:
                 f"set_state() got a state of {state['latent'].shape[0]} envs; this env has "
                 f"{self.num_envs}. Use get_state() of an env with the same num_envs."
             )
-        self.latent = state["latent"].clone().to(self.device)
-        self.state = tuple(s.clone().to(self.device) for s in state["model_state"])
+        self._latent = state["latent"].clone().to(self.device)
+        self._state = tuple(s.clone().to(self.device) for s in state["model_state"])
         self.steps = state["steps"].clone().to(self.device)
         self.rng.load_state_dict(state["rng"])
 
@@ -257,9 +279,10 @@ def single_action(action: Any, space: gym.Space) -> np.ndarray:
                 f"action must be a single int in [0, {space.n - 1}], got shape {arr.shape}."
             )
         return arr.reshape(())
-    if arr.shape != space.shape:
+    shape = tuple(space.shape or ())
+    if arr.shape != shape:
         raise InvalidActionError(
-            f"action must be a chunk of {space.shape[0]} ints (this is a jumpy model: one "
-            f"step applies {space.shape[0]} actions), got shape {arr.shape}."
+            f"action must be a chunk of {shape[0]} ints (this is a jumpy model: one "
+            f"step applies {shape[0]} actions), got shape {arr.shape}."
         )
     return arr

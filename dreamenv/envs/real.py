@@ -85,6 +85,7 @@ class LatentFilter:
             return
         embedding = self.model.encode(torch.as_tensor(frames, device=self.device))
         action = torch.as_tensor(actions, dtype=torch.int64, device=self.device)
+        assert self.latent is not None, "reset() starts the games before step()"
         self.latent, self.state = self.model.filter(self.state, self.latent, action, embedding)
 
     @torch.inference_mode()
@@ -93,6 +94,7 @@ class LatentFilter:
         writes to later; ``frames`` are the current stacks (for ``"pixels"``)."""
         if self.obs_type == "pixels":
             return np.array(frames if index is None else frames[index], copy=True)
+        assert self.latent is not None, "reset() starts the games before observe()"
         latent = self.latent if index is None else self.latent[torch.as_tensor(index)]
         obs = self.model.observe(latent, self.obs_type)
         return np.array(obs.cpu().numpy(), dtype=self.space.dtype, copy=True)
@@ -342,7 +344,7 @@ class RealVectorEnv(AutoresetVectorEnv):
         stacks[mask] = buffer[mask]
         return stacks
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> np.ndarray | None:  # type: ignore[override]  # one batch array
         """The newest preprocessed frame of every game, ``(num_envs, S, S, 3)`` uint8."""
         if self.render_mode is None:
             gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'.")

@@ -100,7 +100,7 @@ class BouncingBallVector:
         for j, i in enumerate(index):
             if seeds is not None:
                 self.rngs[i] = np.random.default_rng(int(seeds[j if len(seeds) > 1 else 0]))
-            self._start(i)
+            self._start(int(i))
         return self.render()[:, None], {"lives": np.zeros(self.num_envs, np.int64)}
 
     def step(
@@ -120,13 +120,13 @@ class BouncingBallVector:
         terminated = np.zeros(self.num_envs, dtype=bool)
         info: dict[str, Any] = {"lives": np.zeros(self.num_envs, np.int64)}
         for i in np.flatnonzero(restart):
-            self._start(i)
+            self._start(int(i))
         reward[restart] = 0.0
         obs = self.render()[:, None]
         if self.same_step:
             info["final_obs"] = obs.copy()
             for i in np.flatnonzero(truncated):
-                self._start(i)
+                self._start(int(i))
             obs = self.render()[:, None]
             self.ended[:] = False
         else:

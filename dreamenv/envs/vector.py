@@ -106,7 +106,7 @@ class DreamVectorEnv(AutoresetVectorEnv):
     def _observe(self, index: np.ndarray | None = None) -> np.ndarray:
         return self.core.observe(index)
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> np.ndarray | None:  # type: ignore[override]  # one batch array
         """The decoded imagined frame of every env, ``(num_envs, S, S, 3)`` uint8."""
         if self.render_mode is None:
             gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'.")

@@ -416,7 +416,7 @@ class RSSMWorldModel(WorldModel):
         self, embeddings: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, State]:
         """Filter the context with the posterior mean/mode from a zero state."""
-        state = self.cell.zero_state(embeddings.shape[0], embeddings.device)
+        state: State = self.cell.zero_state(embeddings.shape[0], embeddings.device)
         latent, state = self._filter_step(state, None, embeddings[:, 0])
         for k in range(1, embeddings.shape[1]):
             latent, state = self._filter_step(state, actions[:, k - 1], embeddings[:, k])

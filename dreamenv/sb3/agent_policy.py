@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +28,10 @@ def action_logits(agent: BaseAlgorithm, obs: np.ndarray) -> torch.Tensor:
     """Unnormalised action scores of ``agent`` for a batch of observations."""
     with torch.no_grad():
         tensor, _ = agent.policy.obs_to_tensor(obs)
+        policy: Any = agent.policy
         if isinstance(agent, DQN):
-            return agent.policy.q_net(tensor)
-        return agent.policy.get_distribution(tensor).distribution.logits
+            return policy.q_net(tensor)
+        return policy.get_distribution(tensor).distribution.logits
 
 
 class AgentPolicy:

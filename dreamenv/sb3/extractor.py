@@ -36,7 +36,7 @@ class LatentExtractor(BaseFeaturesExtractor):
                 raise ConfigError(
                     f"LatentExtractor needs a square grid of codes, got {cells} cells."
                 )
-            self.layout = (grid, in_channels)
+            self.layout: tuple[int, int] | None = (grid, in_channels)
         elif (
             isinstance(observation_space, gym.spaces.Box)
             and len(observation_space.shape) == 3

@@ -48,9 +48,9 @@ class VectorEnvAdapter(VecEnv):
         self._starts = np.full(self.num_envs, time.perf_counter())
 
     def reset(self) -> np.ndarray:
-        seeds = self._seeds
+        seeds: list[int | None] = list(self._seeds)
         seed = None if all(s is None for s in seeds) else seeds
-        obs, _ = self.env.reset(seed=seed, options=self._options[0] or None)
+        obs, _ = self.env.reset(seed=seed, options=self._options[0] or None)  # type: ignore[arg-type]  # our envs and gymnasium's take one seed per env
         self._reset_seeds()
         self._reset_options()
         self._returns[:] = 0.0
@@ -59,9 +59,8 @@ class VectorEnvAdapter(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions).reshape(
-            self.num_envs, *self.env.single_action_space.shape
-        )
+        shape = tuple(self.env.single_action_space.shape or ())
+        self._actions = np.asarray(actions).reshape(self.num_envs, *shape)
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         obs, reward, terminated, truncated, final, info = step_same_step(self.env, self._actions)
@@ -88,7 +87,7 @@ class VectorEnvAdapter(VecEnv):
         self.env.close()
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        frames = self.env.render()
+        frames: Any = self.env.render()
         return [None] * self.num_envs if frames is None else list(frames)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
