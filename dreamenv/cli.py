@@ -284,7 +284,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from dreamenv.quality import inspect_checkpoint
+    from dreamenv.inspection import inspect_checkpoint
 
     rows = inspect_checkpoint(
         args.checkpoint,

@@ -16,7 +16,7 @@ import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.envs.atari import FrameStacker, make_ale_vector
-from dreamenv.openloop import open_loop
+from dreamenv.inspection import open_loop
 
 PANEL = 192
 """Side of each panel in the video, in pixels."""

@@ -173,7 +173,7 @@ def test_video_has_three_panels_per_step(checkpoint_dir: Path, tmp_path: Path) -
 
 
 def test_inspect_rows_and_files(checkpoint_dir: Path, store_dir: Path, tmp_path: Path) -> None:
-    from dreamenv.quality import inspect_checkpoint
+    from dreamenv.inspection import inspect_checkpoint
 
     rows = inspect_checkpoint(
         checkpoint_dir, store_dir, horizon=5, count=3, burn_in=2, out=tmp_path / "inspect"
