@@ -646,3 +646,10 @@ def test_cuda_without_cuda_is_a_config_error(checkpoint_dir: Path) -> None:
 def test_real_env_cuda_without_cuda_is_a_config_error(checkpoint_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"CUDA is not available"):
         RealEnv(checkpoint_dir, device="cuda")
+
+
+@pytest.mark.parametrize("cls", [DreamEnv, DreamVectorEnv, RealEnv, RealVectorEnv])
+def test_every_env_states_its_render_fps(cls: type) -> None:
+    """Video recorders (gymnasium's RecordVideo, SB3's VecVideoRecorder) read it."""
+    assert cls.metadata["render_fps"] == 15
+    assert cls.metadata["render_modes"] == ["rgb_array"]
