@@ -41,13 +41,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     )
     policy = None
     if args.agent:
-        from dreamenv.sb3 import AgentPolicy
+        from dreamenv.sb3 import AgentPolicy, load_agent
 
         if not args.checkpoint:
             raise SystemExit(
                 "error: --agent needs --checkpoint (whose encoder the agent observes)."
             )
-        policy = AgentPolicy(args.agent, args.checkpoint, args.temperature, args.device)
+        agent = load_agent(args.agent, args.device, allow_pickle=args.allow_pickle)
+        policy = AgentPolicy(agent, args.checkpoint, args.temperature, args.device)
     store = collect(
         args.out,
         spec,
@@ -137,28 +138,52 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_dream(args: argparse.Namespace) -> int:
-    from dreamenv.sb3 import load_agent, train_in_dream
+    from dreamenv.envs.options import DreamOptions
+    from dreamenv.errors import ConfigError
+    from dreamenv.sb3 import load_agent, save_agent, train_in_dream
+    from dreamenv.sb3.agent_files import ALGORITHMS, is_agent
 
-    agent = None
     out = Path(args.out)
-    if out.is_file() and not args.restart:
-        agent = load_agent(out, args.device)
-        print(f"continuing {out} ({agent.num_timesteps} steps so far)")
+    if out.suffix == ".zip":
+        raise ConfigError(
+            f"--out {out} ends in .zip, SB3's pickle format; a dreamenv agent is a directory: "
+            f"pass --out {out.with_suffix('')}"
+            + (f" (with --allow-pickle it continues from {out} once)." if out.is_file() else ".")
+        )
+    agent = None
+    if is_agent(out) and not args.restart:
+        agent = load_agent(out, args.device, allow_pickle=args.allow_pickle)
+        algo = next(name for name, cls in ALGORITHMS.items() if type(agent) is cls)
+        if args.algo is not None and args.algo != algo:
+            raise ConfigError(
+                f"--out {out} holds a {algo} agent, --algo asks for {args.algo}: pass "
+                f"--algo {algo} to continue it, or --restart to start a new {args.algo} agent."
+            )
+        print(f"continuing the {algo} agent {out} ({agent.num_timesteps} imagined steps so far)")
+    elif is_agent(out):
+        print(f"--restart: a new agent replaces {out}")
+    options = DreamOptions(
+        horizon=args.horizon,
+        obs_type=args.obs_type,
+        reward_mode=args.reward_mode,
+        use_termination=args.use_termination,
+        burn_in=args.burn_in,
+        temperature=args.temperature,
+        device=args.device,
+    )
     agent = train_in_dream(
         args.checkpoint,
         args.steps,
-        algo=args.algo,
+        options=options,
+        algo=args.algo or "ppo",
         num_envs=args.envs,
-        obs_type=args.obs_type,
-        horizon=args.horizon,
-        use_termination=not args.no_termination,
         seed=args.seed,
-        device=args.device,
         agent=agent,
         progress=not args.quiet,
+        verbose=args.verbose,
+        tensorboard_log=args.tensorboard,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    agent.save(out)
+    save_agent(agent, out)
     print(f"agent: {out} ({agent.num_timesteps} imagined steps)")
     return 0
 
@@ -175,7 +200,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dreamenv.stats import welch_test
 
     ckpt = load_checkpoint(args.checkpoint, args.device)
-    agent = load_agent(args.agent, args.device)
+    agent = load_agent(args.agent, args.device, allow_pickle=args.allow_pickle)
     kwargs = dict(
         episodes=args.episodes,
         num_envs=args.envs,
@@ -243,7 +268,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"train {args.game} in {run_dir}: {config.iterations} iterations, "
         f"{config.total_steps} real steps, device {config.resolved_device()}"
     )
-    rows = train(args.game, run_dir, config, seed=args.seed, progress=not args.quiet)
+    rows = train(
+        args.game,
+        run_dir,
+        config,
+        seed=args.seed,
+        progress=not args.quiet,
+        tensorboard_log=args.tensorboard,
+    )
     for row in rows:
         print(
             f"iteration {row['iteration']:>2}  real steps {row['real_steps']:>7}  "
@@ -267,9 +299,10 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
     policy = None
     if args.agent:
-        from dreamenv.sb3 import AgentPolicy
+        from dreamenv.sb3 import AgentPolicy, load_agent
 
-        policy = AgentPolicy(args.agent, args.checkpoint, args.temperature)
+        agent = load_agent(args.agent, allow_pickle=args.allow_pickle)
+        policy = AgentPolicy(agent, args.checkpoint, args.temperature)
     out = record_video(
         args.checkpoint,
         args.out,
@@ -349,10 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--envs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-steps", type=int, default=4096)
-    p.add_argument("--agent", help="a saved SB3 agent to act (default: random policy)")
+    p.add_argument("--agent", help="an agent directory to act (default: random policy)")
     p.add_argument("--checkpoint", help="the checkpoint whose observations the agent takes")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load an SB3 .zip agent, which unpickles it: this can execute code, so "
+        "only for files you trust",
+    )
     _spec_args(p)
     p.set_defaults(run=_cmd_collect)
 
@@ -396,22 +435,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.set_defaults(run=_cmd_info)
 
+    from dreamenv.envs.options import REWARD_MODES, DreamOptions
+
+    dream_defaults = DreamOptions()
     p = sub.add_parser("dream", help="train an SB3 agent inside the dream env")
     p.add_argument("checkpoint")
-    p.add_argument("--out", required=True, help="agent .zip (continued if it exists)")
-    p.add_argument("--steps", type=int, default=100_000, help="imagined steps to train")
-    p.add_argument("--algo", default="ppo", choices=("ppo", "a2c", "dqn"))
-    p.add_argument("--envs", type=int, default=16)
     p.add_argument(
-        "--obs-type", default=None, help="the family's observation type (default: its first)"
+        "--out", required=True, help="the agent directory (an agent there is continued)"
     )
-    p.add_argument("--horizon", type=int, default=50)
+    p.add_argument("--steps", type=int, default=100_000, help="imagined steps to train")
     p.add_argument(
-        "--no-termination", action="store_true", help="end dream episodes only at the horizon"
+        "--algo", default=None, choices=("ppo", "a2c", "dqn"), help="new agents: default ppo"
+    )
+    p.add_argument(
+        "--envs", type=int, default=None, help="dream envs (default: the agent's, new: 16)"
+    )
+    p.add_argument(
+        "--obs-type",
+        default=dream_defaults.obs_type,
+        help="the family's observation type (default: its first)",
+    )
+    p.add_argument(
+        "--horizon",
+        type=int,
+        default=dream_defaults.horizon,
+        help=f"imagined episode length (default {dream_defaults.horizon})",
+    )
+    p.add_argument(
+        "--no-termination",
+        dest="use_termination",
+        action="store_false",
+        default=dream_defaults.use_termination,
+        help="end dream episodes only at the horizon",
+    )
+    p.add_argument(
+        "--reward-mode",
+        choices=REWARD_MODES,
+        default=dream_defaults.reward_mode,
+        help=f"rewards sampled from the reward head, or its mean or mode "
+        f"(default {dream_defaults.reward_mode})",
+    )
+    p.add_argument(
+        "--burn-in",
+        type=int,
+        default=dream_defaults.burn_in,
+        help=f"real observations each dream episode starts from (default {dream_defaults.burn_in})",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=dream_defaults.temperature,
+        help="sampling temperature of the imagined transitions (0: the model's mode; "
+        f"default {dream_defaults.temperature})",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=dream_defaults.device)
     p.add_argument("--restart", action="store_true", help="start a new agent even if --out exists")
+    p.add_argument("--verbose", type=int, default=None, help="SB3's verbosity (0, 1, 2)")
+    p.add_argument("--tensorboard", metavar="DIR", help="SB3's TensorBoard log directory")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load an SB3 .zip agent, which unpickles it: this can execute code, so "
+        "only for files you trust",
+    )
     p.set_defaults(run=_cmd_dream)
 
     p = sub.add_parser("evaluate", help="play an agent and a random policy in the real game")
@@ -424,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--json", help="also write the returns to this JSON file")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load an SB3 .zip agent, which unpickles it: this can execute code, so "
+        "only for files you trust",
+    )
     p.set_defaults(run=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -451,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int)
     p.add_argument("--eval-max-steps", type=int)
     p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--tensorboard", metavar="DIR", help="TensorBoard logs of the dream PPO")
     p.set_defaults(run=_cmd_train)
 
     p = sub.add_parser("video", help="GIF of real | imagined | latent indices from one start")
@@ -459,9 +553,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--burn-in", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--agent", help="an SB3 agent choosing the actions (default: random)")
+    p.add_argument("--agent", help="an agent directory choosing the actions (default: random)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--fps", type=int, default=15)
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load an SB3 .zip agent, which unpickles it: this can execute code, so "
+        "only for files you trust",
+    )
     p.set_defaults(run=_cmd_video)
 
     p = sub.add_parser("inspect", help="open-loop quality against the horizon (CSV and PNG)")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +26,7 @@ def test_console_script_is_installed() -> None:
 
 
 def test_collect_fit_dream_evaluate(tmp_path, capsys) -> None:
-    data, model, agent = tmp_path / "data", tmp_path / "model", tmp_path / "agent.zip"
+    data, model, agent = tmp_path / "data", tmp_path / "model", tmp_path / "agent"
     assert (
         main(
             [
@@ -75,7 +80,7 @@ def test_collect_fit_dream_evaluate(tmp_path, capsys) -> None:
         main(["--quiet", "dream", str(model), "--out", str(agent), "--steps", "100", "--envs", "2"])
         == 0
     )
-    assert agent.is_file()
+    assert (agent / "agent.json").is_file()
     result = tmp_path / "eval.json"
     assert (
         main(
@@ -100,12 +105,27 @@ def test_collect_fit_dream_evaluate(tmp_path, capsys) -> None:
     assert "| random |" in out and "Welch t" in out and "p = " in out
     returns = json.loads(result.read_text())
     assert len(returns["agent"]) == 2 and len(returns["random"]) == 2
-    # an agent trained elsewhere keeps training from where it was
+    # an agent trained elsewhere keeps training from where it was, logging to TensorBoard
+    tb = tmp_path / "tb"
     assert (
-        main(["--quiet", "dream", str(model), "--out", str(agent), "--steps", "100", "--envs", "2"])
+        main(
+            ["--quiet", "dream", str(model), "--out", str(agent), "--steps", "100"]
+            + ["--tensorboard", str(tb)]
+        )
         == 0
     )
-    assert "continuing" in capsys.readouterr().out
+    assert "continuing the ppo agent" in capsys.readouterr().out
+    assert list(tb.glob("PPO_*/events.out.tfevents.*"))
+    # and collects real data
+    more = tmp_path / "more"
+    assert (
+        main(
+            ["--quiet", "collect", "pong", "--out", str(more), "--steps", "20", "--envs", "2"]
+            + ["--agent", str(agent), "--checkpoint", str(model)]
+        )
+        == 0
+    )
+    assert "20 steps" in capsys.readouterr().out
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys) -> None:
@@ -135,3 +155,145 @@ def test_cli_keeps_freed_memory_unless_told(tmp_path, monkeypatch, flags, kept) 
     monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or True)
     assert main([*flags, "info", str(tmp_path / "missing")]) == 2
     assert len(calls) == kept
+
+
+def _dream(checkpoint: Path, out: Path, *flags: str) -> int:
+    return main(["--quiet", "dream", str(checkpoint), "--out", str(out), "--steps", "100", *flags])
+
+
+def test_dream_continues_the_agent_at_out(checkpoint_dir: Path, tmp_path: Path, capsys) -> None:
+    from dreamenv.sb3 import load_agent
+
+    out = tmp_path / "runs" / "agent"
+    assert _dream(checkpoint_dir, out, "--envs", "2") == 0
+    assert load_agent(out).num_timesteps == 100  # one rollout of 2 envs x 50 steps
+    assert _dream(checkpoint_dir, out) == 0  # the agent's own 2 envs
+    assert f"continuing the ppo agent {out} (100 imagined steps so far)" in capsys.readouterr().out
+    assert load_agent(out).num_timesteps == 200
+    assert _dream(checkpoint_dir, out, "--algo", "a2c") == 2
+    assert "holds a ppo agent, --algo asks for a2c" in capsys.readouterr().err
+    assert _dream(checkpoint_dir, out, "--restart", "--envs", "2") == 0
+    assert f"a new agent replaces {out}" in capsys.readouterr().out
+    assert load_agent(out).num_timesteps == 100
+    assert _dream(checkpoint_dir, tmp_path / "agent.zip") == 2
+    assert "ends in .zip, SB3's pickle format; a dreamenv agent is a directory" in (
+        capsys.readouterr().err
+    )
+
+
+def test_an_sb3_zip_agent_needs_allow_pickle(
+    checkpoint_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from dreamenv.sb3 import load_agent, save_agent
+
+    _dream(checkpoint_dir, tmp_path / "new", "--envs", "2")
+    save_agent(load_agent(tmp_path / "new"), tmp_path / "old.zip", format="sb3")
+    old = tmp_path / "old"  # as SB3 users passed it: SB3 wrote old.zip
+    assert _dream(checkpoint_dir, old) == 2
+    assert "can execute code. Pass --allow-pickle" in capsys.readouterr().err
+    for command in (["evaluate", str(checkpoint_dir), str(old)], ["video", str(checkpoint_dir)]):
+        extra = ["--agent", str(old)] if command[0] == "video" else []
+        assert main(["--quiet", *command, *extra]) == 2
+        assert "--allow-pickle" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="can execute code"):
+        assert _dream(checkpoint_dir, old, "--allow-pickle") == 0
+    assert "continuing the ppo agent" in capsys.readouterr().out
+    assert load_agent(old).num_timesteps == 200  # now an agent directory
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_dream_options_come_whole_with_dreamoptions_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dreamenv.sb3
+    from dreamenv import DreamOptions
+
+    seen: list[dict] = []
+
+    def capture(checkpoint, steps, **kwargs):
+        seen.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(dreamenv.sb3, "train_in_dream", capture)
+    for flags in (
+        [],
+        "--horizon 7 --reward-mode mean --burn-in 2 --temperature 0.5 --no-termination "
+        "--obs-type embeddings --verbose 1 --tensorboard tb".split(),
+    ):
+        with pytest.raises(_Stop):
+            main(["dream", "ckpt", "--out", str(tmp_path / "a"), *flags])
+    assert seen[0]["options"] == DreamOptions()
+    assert seen[0]["verbose"] is None and seen[0]["tensorboard_log"] is None
+    assert seen[1]["options"] == DreamOptions(
+        horizon=7,
+        reward_mode="mean",
+        burn_in=2,
+        temperature=0.5,
+        use_termination=False,
+        obs_type="embeddings",
+    )
+    assert seen[1]["verbose"] == 1 and seen[1]["tensorboard_log"] == "tb"
+
+
+def test_train_passes_tensorboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dreamenv.train.loop
+
+    seen: list[dict] = []
+    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(k) or [])
+    assert main(["train", "pong", "--run-dir", str(tmp_path), "--tensorboard", "tb"]) == 0
+    assert seen[0]["tensorboard_log"] == "tb"
+
+
+def _killed_dream(checkpoint: Path, out: Path, kill) -> int:
+    """Run `dreamenv dream` (100 more steps) in a subprocess; ``kill(proc)`` returns once it
+    is time to SIGKILL it. Returns the exit status."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "dreamenv.cli", "--quiet", "--threads", "1", "dream"]
+    proc = subprocess.Popen(
+        [*command, str(checkpoint), "--out", str(out), "--steps", "100"],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        kill(proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+    return proc.returncode
+
+
+def test_dream_killed_anywhere_keeps_the_saved_agent(checkpoint_dir: Path, tmp_path: Path) -> None:
+    from dreamenv.sb3 import load_agent
+
+    out = tmp_path / "agent"
+    assert _dream(checkpoint_dir, out, "--envs", "2") == 0
+    steps = [load_agent(out).num_timesteps]
+    rng = random.Random(0)
+
+    def at_random(proc: subprocess.Popen) -> None:
+        try:
+            proc.wait(timeout=rng.uniform(1.0, 6.0))
+        except subprocess.TimeoutExpired:
+            pass
+
+    def while_saving(proc: subprocess.Popen) -> None:
+        named = set(os.listdir(out))
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and set(os.listdir(out)) <= named:
+            assert time.monotonic() < deadline, "the dream never saved"
+            time.sleep(0.001)
+
+    for kill in (at_random, while_saving, at_random):
+        status = _killed_dream(checkpoint_dir, out, kill)
+        agent = load_agent(out)  # whole: the previous save or the new one
+        assert agent.num_timesteps in (steps[-1], steps[-1] + 100), status
+        assert status != 0 or agent.num_timesteps == steps[-1] + 100
+        steps.append(agent.num_timesteps)
+    assert _dream(checkpoint_dir, out) == 0  # resumed, it finishes
+    assert load_agent(out).num_timesteps == steps[-1] + 100
+    names = sorted(os.listdir(out))
+    assert len(names) == 3 and names[0] == "agent.json", names  # nothing a kill left behind

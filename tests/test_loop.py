@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 from dreamenv import AtariSpec, ConfigError, DatasetError, FitConfig
 from dreamenv.cli import main
 from dreamenv.report import human_normalized, reference_scores, write_report
-from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, read_results, train
+from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, check_resume, read_results, train
 
 SPEC = AtariSpec("pong", max_episode_frames=600)
 
@@ -59,7 +61,8 @@ def test_a_run_records_every_iteration(run_dir: Path) -> None:
     assert [r["real_steps"] for r in rows] == [300, 400]
     assert all(len(r["returns"]) == 2 for r in rows)
     assert (run_dir / "results.csv").read_text().splitlines()[0].startswith("iteration,")
-    assert (run_dir / "agent-1.zip").is_file() and (run_dir / "agent-2.zip").is_file()
+    assert (run_dir / "agent-1" / "agent.json").is_file()
+    assert (run_dir / "agent-2" / "agent.json").is_file()
     store_steps = sum(1 for _ in (run_dir / "data").glob("chunk-*.npz"))
     assert store_steps >= 2
     state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
@@ -77,6 +80,47 @@ def test_another_game_or_seed_in_the_same_dir_is_refused(run_dir: Path) -> None:
         train("pong", run_dir, TINY_LOOP, seed=1, spec=SPEC, progress=False)
 
 
+@pytest.mark.parametrize(
+    ("config", "spec", "message"),
+    [
+        (dataclasses.replace(TINY_LOOP, horizon=20), SPEC, r"loop\.horizon: the run has 50, this call 20"),
+        (
+            dataclasses.replace(TINY_LOOP, fit=dataclasses.replace(TINY_LOOP.fit, batch_size=8)),
+            SPEC,
+            r"loop\.fit\.batch_size: the run has 4, this call 8",
+        ),
+        (
+            dataclasses.replace(TINY_LOOP, ppo={"n_steps": 8, "batch_size": 16, "n_epochs": 2}),
+            SPEC,
+            r"loop\.ppo\.n_epochs: the run has \(not set\), this call 2",
+        ),
+        (
+            TINY_LOOP,
+            AtariSpec("pong", max_episode_frames=900),
+            r"spec\.max_episode_frames: the run has 600, this call 900",
+        ),
+        (dataclasses.replace(TINY_LOOP, iterations=1), SPEC, r"loop\.iterations: .* has 2, this call 1"),
+    ],
+)
+def test_resuming_with_other_settings_is_refused(
+    run_dir: Path, config: LoopConfig, spec: AtariSpec, message: str
+) -> None:
+    before = (run_dir / "run.json").read_text()
+    with pytest.raises(ConfigError, match=message) as err:
+        train("pong", run_dir, config, spec=spec, progress=False)
+    assert "must not change the experiment" in str(err.value)
+    assert "start a new run in another directory (--run-dir)" in str(err.value)
+    assert (run_dir / "run.json").read_text() == before  # the run's record is kept
+
+
+def test_the_budget_may_grow_on_resume(run_dir: Path) -> None:
+    saved = json.loads((run_dir / "run.json").read_text())
+    grown = {**saved, "loop": {**saved["loop"], "iterations": 5}}
+    check_resume(run_dir, saved, grown)  # no error
+    with pytest.raises(ConfigError, match=r"loop\.iterations: the run has 5, this call 2"):
+        check_resume(run_dir, grown, saved)
+
+
 _KILLED_TRAIN = """
 import sys
 from pathlib import Path
@@ -87,24 +131,63 @@ train("pong", Path(sys.argv[1]), TINY_LOOP, spec=SPEC, progress=False)
 """
 
 
-def test_train_killed_mid_iteration_continues(tmp_path: Path) -> None:
-    run = tmp_path / "run"
+def _killed_train(run: Path, kill) -> None:
+    """Run :func:`train` of TINY_LOOP in a subprocess, SIGKILLed once ``kill(proc)`` returns."""
     code = _KILLED_TRAIN.format(tests=str(Path(__file__).parent))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stderr=subprocess.PIPE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(run)], env=env, stderr=subprocess.PIPE
+    )
     try:
+        kill(proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+
+
+def test_train_killed_anywhere_loses_nothing_saved(tmp_path: Path) -> None:
+    from dreamenv.sb3 import load_agent
+
+    run = tmp_path / "run"
+
+    def after_the_first_iteration(proc: subprocess.Popen) -> None:
         deadline = time.monotonic() + 300
         while not (run / "results.json").is_file() and proc.poll() is None:
             assert time.monotonic() < deadline, "the first iteration never finished"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    first = read_results(run)
-    assert len(first) == 1, "the run finished before it was killed"
-    rows = train("pong", run, TINY_LOOP, spec=SPEC, progress=False)
-    assert [r["iteration"] for r in rows] == [1, 2]
-    assert rows[0] == first[0]  # the finished iteration is kept, not redone
+
+    def at_random(proc: subprocess.Popen) -> None:
+        try:
+            proc.wait(timeout=rng.uniform(1.0, 6.0))
+        except subprocess.TimeoutExpired:
+            pass
+
+    rng = random.Random(0)
+    rows: list[dict] = []
+    agent_steps: dict[int, int] = {}
+    for kill in (after_the_first_iteration, at_random, at_random):
+        _killed_train(run, kill)
+        now = read_results(run)
+        assert now[: len(rows)] == rows  # finished iterations are kept, never redone
+        rows = now
+        assert json.loads((run / "run.json").read_text())["loop"] == json.loads(
+            json.dumps(TINY_LOOP.to_dict())
+        )
+        for k in range(1, TINY_LOOP.iterations + 1):
+            if (run / f"agent-{k}").exists():
+                steps = load_agent(run / f"agent-{k}").num_timesteps  # whole, never torn
+                assert steps >= agent_steps.get(k, 0)
+                agent_steps[k] = steps
+        assert all(k in agent_steps for k in range(1, len(rows) + 1))
+    assert rows, "the first iteration never finished"
+    # resumed with a larger budget, it finishes (and logs the dream PPO to TensorBoard)
+    longer = dataclasses.replace(TINY_LOOP, iterations=3)
+    done = train("pong", run, longer, spec=SPEC, progress=False, tensorboard_log=tmp_path / "tb")
+    assert [r["iteration"] for r in done] == [1, 2, 3]
+    assert done[: len(rows)] == rows
+    assert load_agent(run / "agent-3").num_timesteps > load_agent(run / "agent-2").num_timesteps
+    assert list((tmp_path / "tb").glob("PPO_*/events.out.tfevents.*"))
 
 
 def test_budget_sets_the_iterations() -> None:

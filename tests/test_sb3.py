@@ -21,7 +21,6 @@ from dreamenv.evaluate import evaluate, infer_obs_type, random_policy
 from dreamenv.sb3 import (
     AgentPolicy,
     LatentExtractor,
-    load_agent,
     make_agent,
     train_in_dream,
     wrap,
@@ -240,30 +239,6 @@ def test_train_in_dream_leaves_no_logger_folders(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_saved_agent_loads_and_acts(agent: PPO, ckpt: dreamenv.Checkpoint, tmp_path: Path) -> None:
-    agent.save(tmp_path / "agent.zip")
-    loaded = load_agent(tmp_path / "agent.zip")
-    assert isinstance(loaded, PPO)
-    obs, _ = DreamVectorEnv(ckpt, 3).reset(seed=0)
-    np.testing.assert_array_equal(
-        loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0]
-    )
-    with pytest.raises(CheckpointError, match=r"No agent at .*train one with `dreamenv dream`"):
-        load_agent(tmp_path / "missing.zip")
-
-
-def test_load_agent_detects_dqn(ckpt: dreamenv.Checkpoint, tmp_path: Path) -> None:
-    dqn = DQN("MlpPolicy", _venv(ckpt, 2), buffer_size=100, policy_kwargs=SMALL_NET)
-    dqn.save(tmp_path / "dqn.zip")
-    assert isinstance(load_agent(tmp_path / "dqn.zip"), DQN)
-
-
-def test_load_agent_detects_a2c(ckpt: dreamenv.Checkpoint, tmp_path: Path) -> None:
-    a2c = A2C("MlpPolicy", _venv(ckpt, 2), n_steps=4, policy_kwargs=SMALL_NET)
-    a2c.save(tmp_path / "a2c.zip")
-    assert type(load_agent(tmp_path / "a2c.zip")) is A2C
-
-
 def test_agent_policy_samples_valid_actions(
     agent: PPO, checkpoint_dir: Path, store_dir: Path
 ) -> None:
@@ -351,8 +326,7 @@ def test_train_in_dream_without_termination_ends_episodes_at_the_horizon(checkpo
         checkpoint_dir,
         64,
         num_envs=2,
-        horizon=4,
-        use_termination=False,
+        options=dreamenv.DreamOptions(horizon=4, use_termination=False),
         progress=False,
         n_steps=32,
         batch_size=32,

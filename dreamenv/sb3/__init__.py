@@ -15,7 +15,7 @@ Example:
 """
 
 from dreamenv.evaluate import evaluate, random_policy
-from dreamenv.sb3.agent_files import load_agent
+from dreamenv.sb3.agent_files import load_agent, save_agent
 from dreamenv.sb3.agent_policy import AgentPolicy, action_logits
 from dreamenv.sb3.dream_training import (
     ALGORITHMS,
@@ -39,6 +39,7 @@ __all__ = [
     "load_agent",
     "make_agent",
     "random_policy",
+    "save_agent",
     "train_in_dream",
     "wrap",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
@@ -19,12 +19,12 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
 from dreamenv.checkpoint import Checkpoint
+from dreamenv.envs.options import DreamOptions
 from dreamenv.envs.vector import DreamVectorEnv
 from dreamenv.errors import ConfigError
+from dreamenv.sb3.agent_files import ALGORITHMS
 from dreamenv.sb3.extractor import LatentExtractor
 from dreamenv.sb3.vec_env import wrap
-
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 
 PAPER_PPO = {
     "n_steps": 50,
@@ -49,31 +49,35 @@ def make_agent(
     device: str = "cpu",
     **kwargs: Any,
 ) -> BaseAlgorithm:
-    """A new SB3 agent for ``env``; ``extractor`` uses :class:`LatentExtractor` (paper policy)."""
+    """A new SB3 agent for ``env``; ``extractor`` uses :class:`LatentExtractor` (paper policy).
+
+    ``kwargs`` go to the algorithm (``verbose``, ``tensorboard_log``, ``n_steps``, ...); PPO
+    starts from :data:`PAPER_PPO`.
+
+    Example:
+        >>> agent = make_agent("ppo", wrap(DreamVectorEnv("runs/pong/model", 16)), verbose=1)
+    """
     if algo.lower() not in ALGORITHMS:
         raise ConfigError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}.")
     cls = ALGORITHMS[algo.lower()]
-    params = dict(PAPER_PPO) if cls is PPO else {}
-    params.update(kwargs)
-    policy_kwargs = params.pop("policy_kwargs", {})
-    if (
-        extractor
-        and not isinstance(env.observation_space, gym.spaces.Box)
-        or (
-            extractor
-            and len(env.observation_space.shape) == 3
-            and env.observation_space.dtype != np.uint8
-        )
+    params: dict[str, Any] = {"verbose": 0, **(PAPER_PPO if cls is PPO else {}), **kwargs}
+    policy_kwargs = dict(params.pop("policy_kwargs", None) or {})
+    space = env.observation_space
+    pixels = space.dtype == np.uint8 and len(space.shape) == 3
+    if extractor and (
+        not isinstance(space, gym.spaces.Box) or (len(space.shape) == 3 and not pixels)
     ):
         policy_kwargs.setdefault("features_extractor_class", LatentExtractor)
-    policy = (
-        "CnnPolicy"
-        if env.observation_space.dtype == np.uint8 and len(env.observation_space.shape) == 3
-        else "MlpPolicy"
-    )
-    return cls(
-        policy, env, seed=seed, device=device, policy_kwargs=policy_kwargs, verbose=0, **params
-    )
+    policy = "CnnPolicy" if pixels else "MlpPolicy"
+    return cls(policy, env, seed=seed, device=device, policy_kwargs=policy_kwargs, **params)
+
+
+class _SilentLogger(Logger):
+    """The logger of an agent that asked for no output (SB3's default makes an empty
+    ``SB3-<time>`` folder in the temp dir per ``learn``)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, [])
 
 
 class ProgressCallback(BaseCallback):
@@ -101,42 +105,65 @@ def train_in_dream(
     checkpoint: str | Path | Checkpoint,
     timesteps: int,
     *,
+    options: DreamOptions | None = None,
     algo: str = "ppo",
-    num_envs: int = 16,
-    obs_type: str | None = None,
-    horizon: int = 50,
-    use_termination: bool = True,
+    num_envs: int | None = None,
     seed: int = 0,
-    device: str = "cpu",
     agent: BaseAlgorithm | None = None,
     progress: bool = True,
+    verbose: int | None = None,
+    tensorboard_log: str | Path | None = None,
+    tb_log_name: str | None = None,
     **agent_kwargs: Any,
 ) -> BaseAlgorithm:
     """Train an SB3 agent for ``timesteps`` imagined steps in the checkpoint's dream env.
 
-    ``use_termination=False`` ends dream episodes only at the horizon, as the paper does.
-    Passing ``agent`` continues training it (its env is replaced by a fresh dream env).
+    Args:
+        options: the dream env's options (horizon, obs_type, reward_mode, burn_in,
+            temperature, use_termination, device: the agent's device too); None: defaults.
+            ``use_termination=False`` ends dream episodes only at the horizon, as the paper.
+        num_envs: dream envs per step; None: the agent's own count, or 16 for a new agent.
+        agent: an agent to continue (its env is replaced by a fresh dream env); None: a new
+            ``algo`` agent built by :func:`make_agent` with ``agent_kwargs``.
+        verbose, tensorboard_log, tb_log_name: as SB3's; SB3's logger is silenced only when
+            neither output is asked for (by these or by the agent's own settings).
+
+    Example:
+        >>> agent = train_in_dream("runs/pong/model", 200_000,
+        ...                        options=DreamOptions(horizon=50, use_termination=False),
+        ...                        tensorboard_log="runs/pong/tb")
     """
-    dream = wrap(
-        DreamVectorEnv(
-            checkpoint,
-            num_envs,
-            obs_type=obs_type,
-            horizon=horizon,
-            use_termination=use_termination,
-            device=device,
+    options = options if options is not None else DreamOptions()
+    if num_envs is None:
+        num_envs = agent.n_envs if agent is not None else 16
+    if agent is not None and agent.n_envs != num_envs:
+        raise ConfigError(
+            f"the agent was trained with {agent.n_envs} envs and SB3 keeps that count; got "
+            f"num_envs={num_envs}. Pass num_envs={agent.n_envs} (--envs {agent.n_envs})."
         )
-    )
+    dream = wrap(DreamVectorEnv(checkpoint, num_envs, options=options))
     dream.seed(seed)
+    outputs: dict[str, Any] = {}
+    if verbose is not None:
+        outputs["verbose"] = verbose
+    if tensorboard_log is not None:
+        outputs["tensorboard_log"] = str(tensorboard_log)
     if agent is None:
-        agent = make_agent(algo, dream, seed=seed, device=device, **agent_kwargs)
+        agent = make_agent(algo, dream, seed=seed, device=options.device, **outputs, **agent_kwargs)
     else:
         agent.set_env(dream)
-    if agent.verbose == 0 and not agent._custom_logger:
-        # SB3's default logger makes an empty SB3-<time> folder in the temp dir per learn()
-        agent.set_logger(Logger(None, []))
+        for name, value in outputs.items():
+            setattr(agent, name, value)
+    silent = agent.verbose == 0 and agent.tensorboard_log is None
+    if isinstance(getattr(agent, "_logger", None), _SilentLogger) and not silent:
+        agent._custom_logger = False  # SB3 configures stdout / TensorBoard in learn()
+    elif silent and not agent._custom_logger:
+        agent.set_logger(_SilentLogger())
     callback = ProgressCallback(timesteps) if progress else None
-    agent.learn(timesteps, callback=callback, reset_num_timesteps=False)
+    agent.learn(
+        timesteps,
+        callback=callback,
+        reset_num_timesteps=agent.num_timesteps == 0,  # a new agent: a new TensorBoard run
+        tb_log_name=tb_log_name or type(agent).__name__,
+    )
     return agent
-
-

@@ -6,10 +6,13 @@ A run directory holds everything and is resumable at any point::
 
     RUN_DIR/data/            the episode store (grows by one collection per iteration)
     RUN_DIR/model/           the world-model checkpoint (fit continues every iteration)
-    RUN_DIR/agent-K.zip      the agent after iteration K (1-based)
+    RUN_DIR/agent-K/         the agent after iteration K (1-based; dreamenv.sb3.save_agent)
     RUN_DIR/results.json     per finished iteration: real steps, evaluation returns, times
     RUN_DIR/results.csv      the same, one row per iteration
-    RUN_DIR/run.json         game, seed and the loop settings of the run
+    RUN_DIR/run.json         game, seed, preprocessing spec and loop settings of the run
+
+A resumed run must be the same experiment: every setting of ``run.json`` must match the
+call's, except ``iterations`` (the budget), which may grow.
 
 Each step continues from what was saved: the collection tops the store up to its target,
 ``fit`` continues to its cumulative epoch count, the dream phase starts again from the
@@ -169,6 +172,45 @@ def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"loop": {"fit": {"lr": 1}}}`` -> ``{"loop.fit.lr": 1}``."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def check_resume(run_dir: Path, saved: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Raise a :class:`ConfigError` naming every setting of ``meta`` (this call's run.json)
+    that differs from ``saved`` (the run's); ``loop.iterations`` may only grow."""
+    if saved.get("game") != meta["game"] or saved.get("seed") != meta["seed"]:
+        raise ConfigError(
+            f"{str(run_dir)!r} holds a run of {saved.get('game')!r} with seed {saved.get('seed')}; "
+            f"this call asks for {meta['game']!r} with seed {meta['seed']}. Use another run directory."
+        )
+    old, new = _flat(saved), _flat(json.loads(json.dumps(meta)))
+
+    def show(values: dict[str, Any], key: str) -> str:
+        return repr(values[key]) if key in values else "(not set)"
+
+    changed = [
+        f"{key}: the run has {show(old, key)}, this call {show(new, key)}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+        and not (key == "loop.iterations" and new[key] > old.get(key, new[key]))
+    ]
+    if changed:
+        raise ConfigError(
+            f"{str(run_dir)!r} is a run with other settings, and resuming must not change the "
+            "experiment (only loop.iterations, the budget, may grow):\n  "
+            + "\n  ".join(changed)
+            + "\nResume with the run's settings, or start a new run in another directory "
+            "(--run-dir)."
+        )
+
+
 def train(
     game: str,
     run_dir: str | Path,
@@ -177,17 +219,23 @@ def train(
     seed: int = 0,
     spec: AtariSpec | None = None,
     progress: bool = True,
+    tensorboard_log: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or continue) the iterative loop on ``game`` in ``run_dir``.
 
     ``spec`` sets the preprocessing; when None it is ``AtariSpec(game)`` with the config's
-    ``screen_size``.
+    ``screen_size``. A run continues only with the settings it was started with
+    (:func:`check_resume`); ``tensorboard_log`` (a directory) logs the dream PPO there.
 
     Returns:
         One row per finished iteration: ``iteration``, ``real_steps``, ``mean_return``,
         ``std_return``, ``returns``, ``seconds`` (the iteration's wall-clock time).
+
+    Example:
+        >>> rows = train("pong", "runs/pong-s0", LOOP_PRESETS["quick"], tensorboard_log="tb")
     """
-    from dreamenv.sb3 import AgentPolicy, evaluate, load_agent, train_in_dream
+    from dreamenv.envs.options import DreamOptions
+    from dreamenv.sb3 import AgentPolicy, evaluate, load_agent, save_agent, train_in_dream
 
     config = config or LoopConfig()
     run_dir = Path(run_dir)
@@ -195,12 +243,7 @@ def train(
     meta = {"game": spec.game, "seed": seed, "spec": spec.to_dict(), "loop": config.to_dict()}
     meta_path = run_dir / "run.json"
     if meta_path.is_file():
-        previous = json.loads(meta_path.read_text())
-        if previous["game"] != spec.game or previous["seed"] != seed:
-            raise ConfigError(
-                f"{str(run_dir)!r} holds a run of {previous['game']!r} with seed {previous['seed']}; "
-                f"this call asks for {spec.game!r} with seed {seed}. Use another run directory."
-            )
+        check_resume(run_dir, json.loads(meta_path.read_text()), meta)
     write_json(meta_path, meta)
     device = config.resolved_device()
     rows = read_results(run_dir)
@@ -208,7 +251,7 @@ def train(
     for iteration in range(len(rows) + 1, config.iterations + 1):
         start = time.monotonic()
         steps = config.initial_steps + (iteration - 1) * config.steps_per_iteration
-        previous_agent = run_dir / f"agent-{iteration - 1}.zip"
+        previous_agent = run_dir / f"agent-{iteration - 1}"
         policy = None
         if iteration > 1:
             policy = AgentPolicy(previous_agent, model, config.temperature, device)
@@ -237,17 +280,17 @@ def train(
             agent = train_in_dream(
                 model,
                 config.rollouts_of(iteration) * config.dream_envs * n_steps,
+                options=DreamOptions(
+                    horizon=config.horizon, use_termination=config.use_termination, device=device
+                ),
                 num_envs=config.dream_envs,
-                horizon=config.horizon,
-                use_termination=config.use_termination,
                 seed=seed + iteration,
-                device=device,
                 agent=agent,
                 progress=progress,
+                tensorboard_log=tensorboard_log,
                 **ppo,
             )
-        agent_path = run_dir / f"agent-{iteration}.zip"
-        write_atomic(agent_path, agent.save)
+        save_agent(agent, run_dir / f"agent-{iteration}")
         returns = evaluate(
             agent,
             model,
