@@ -121,6 +121,12 @@ def test_the_budget_may_grow_on_resume(run_dir: Path) -> None:
         check_resume(run_dir, grown, saved)
 
 
+def test_the_device_may_change_on_resume(run_dir: Path) -> None:
+    saved = json.loads((run_dir / "run.json").read_text())
+    moved = {**saved, "loop": {**saved["loop"], "device": "cuda", "fit": {**saved["loop"]["fit"], "device": "cuda"}}}
+    check_resume(run_dir, saved, moved)  # no error: where it runs is not the experiment
+
+
 _KILLED_TRAIN = """
 import sys
 from pathlib import Path

@@ -1,7 +1,7 @@
 """A saved SB3 agent acting on real frames: the collection policy of the loop.
 
 Example:
-    >>> policy = AgentPolicy("runs/pong/agent-1.zip", "runs/pong/model", temperature=1.5)
+    >>> policy = AgentPolicy("runs/pong/agent-1", "runs/pong/model", temperature=1.5)
     >>> collect("runs/pong/data", spec, 20_000, policy=policy)
 """
 

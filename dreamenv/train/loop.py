@@ -182,9 +182,15 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+FREE_ON_RESUME = ("loop.device", "loop.fit.device", "loop.fit.checkpoint_every_minutes")
+"""Settings a resumed run may change: where it runs and how often it saves, not what it
+computes. ``loop.iterations`` (the budget) may grow."""
+
+
 def check_resume(run_dir: Path, saved: dict[str, Any], meta: dict[str, Any]) -> None:
     """Raise a :class:`ConfigError` naming every setting of ``meta`` (this call's run.json)
-    that differs from ``saved`` (the run's); ``loop.iterations`` may only grow."""
+    that differs from ``saved`` (the run's); ``loop.iterations`` may only grow, and the
+    settings of :data:`FREE_ON_RESUME` may change."""
     if saved.get("game") != meta["game"] or saved.get("seed") != meta["seed"]:
         raise ConfigError(
             f"{str(run_dir)!r} holds a run of {saved.get('game')!r} with seed {saved.get('seed')}; "
@@ -199,12 +205,13 @@ def check_resume(run_dir: Path, saved: dict[str, Any], meta: dict[str, Any]) -> 
         f"{key}: the run has {show(old, key)}, this call {show(new, key)}"
         for key in sorted(old.keys() | new.keys())
         if old.get(key) != new.get(key)
+        and key not in FREE_ON_RESUME
         and not (key == "loop.iterations" and new[key] > old.get(key, new[key]))
     ]
     if changed:
         raise ConfigError(
             f"{str(run_dir)!r} is a run with other settings, and resuming must not change the "
-            "experiment (only loop.iterations, the budget, may grow):\n  "
+            "experiment (only loop.iterations, the budget, may grow; the device may change):\n  "
             + "\n  ".join(changed)
             + "\nResume with the run's settings, or start a new run in another directory "
             "(--run-dir)."
