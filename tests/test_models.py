@@ -284,3 +284,91 @@ def test_unknown_family() -> None:
 def test_unknown_override() -> None:
     with pytest.raises(ConfigError, match=r"Unknown 'discrete' model settings \['codes'\]"):
         build_model("discrete", "tiny", SPEC, ACTIONS, {"codes": 16})
+
+
+def _warmed_up(steps: int = 3) -> tuple[DiscreteWorldModel, dict[str, torch.Tensor]]:
+    """A tiny model after a few warm-up updates (BatchNorm running statistics away from
+    their initial values), in train mode, and the batch it trained on."""
+    torch.manual_seed(0)
+    model = build_model("discrete", "tiny", SPEC, ACTIONS).train()
+    batch = _batch(2, 3)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    for step in range(steps):
+        out = model.loss(batch, "warmup", step)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    return model, batch
+
+
+def _batch_norms(model: DiscreteWorldModel) -> list[torch.nn.BatchNorm2d]:
+    return [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_dynamics_train_on_the_indices_the_envs_see() -> None:
+    model, batch = _warmed_up()
+    seen: list[torch.Tensor] = []
+    terms = model._sequence_terms
+    model._sequence_terms = lambda b, indices: seen.append(indices) or terms(b, indices)
+    model.loss(batch, "joint", 1)  # no representation update: the codebook stays
+    del model._sequence_terms
+    assert model.training and model.encoder.training
+    model.eval()
+    served = model.encode(batch["frames"].flatten(0, 1)).view_as(seen[0])
+    assert torch.equal(seen[0], served)
+    model.train()
+    assert torch.equal(model.served_indices(batch["frames"].flatten(0, 1)).view_as(served), served)
+    assert model.encoder.training  # served_indices gives the mode back
+
+
+def test_a_loss_step_moves_batch_norm_statistics_once_per_representation_update() -> None:
+    model, batch = _warmed_up()
+    for step, moves in ((0, 1), (1, 0)):  # representation_every = 2
+        before = [(int(m.num_batches_tracked), m.running_mean.clone()) for m in _batch_norms(model)]
+        model.loss(batch, "joint", step)
+        for (count, mean), m in zip(before, _batch_norms(model), strict=True):
+            assert int(m.num_batches_tracked) == count + moves
+            assert torch.equal(m.running_mean, mean) == (moves == 0)
+
+
+def test_served_indices_leave_batch_norm_statistics_alone() -> None:
+    model, batch = _warmed_up()
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    model.served_indices(batch["frames"].flatten(0, 1))
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _dead_code_model() -> tuple[DiscreteWorldModel, dict[str, torch.Tensor], list]:
+    """A warmed-up model with eight dead codes (usage below ``dead_usage``, their vectors
+    kept), and the list its quantiser's updates append their encoder outputs to."""
+    model, batch = _warmed_up()
+    quantizer = model.quantizer
+    with torch.no_grad():
+        quantizer.cluster_size[:8] = 0.5 * quantizer.dead_usage
+        quantizer.embed_sum[:8] = quantizer.codebook[:8] * quantizer.cluster_size[:8, None]
+    outputs: list[torch.Tensor] = []
+    update = quantizer.update
+    quantizer.update = lambda z, idx, **kw: outputs.append(z) or update(z, idx, **kw)
+    return model, batch, outputs
+
+
+def _restarted(model: DiscreteWorldModel, outputs: list[torch.Tensor]) -> int:
+    """Codebook entries equal to an encoder output of the update: a restart puts them there,
+    an EMA step never does."""
+    book = model.quantizer.codebook
+    return int((book[:, None] == outputs[-1][None]).all(-1).any(1).sum())
+
+
+def test_no_code_is_restarted_in_the_joint_phase() -> None:
+    model, batch, outputs = _dead_code_model()
+    model.loss(batch, "joint", 0)
+    assert len(outputs) == 1
+    assert _restarted(model, outputs) == 0
+    assert int((model.quantizer.cluster_size < model.quantizer.dead_usage).sum()) >= 1
+
+
+def test_dead_codes_are_restarted_in_the_warmup() -> None:
+    model, batch, outputs = _dead_code_model()
+    model.loss(batch, "warmup", 0)
+    assert _restarted(model, outputs) >= 8

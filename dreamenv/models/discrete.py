@@ -137,7 +137,9 @@ class VectorQuantizer(nn.Module):
     The codebook starts from encoder outputs, and a code used less than ``dead_usage``
     times per update on average is restarted at the encoder outputs that its batch
     quantises worst: rare, small objects (a ball, a paddle) get codes of their own
-    instead of collapsing into the background's.
+    instead of collapsing into the background's. Restarts re-point a code at once, so the
+    world model asks for them only while nothing has learned the codes' meaning yet (the
+    warm-up): see :meth:`DiscreteWorldModel.loss`.
     """
 
     def __init__(self, num_codes: int, dim: int, decay: float, dead_usage: float = 1.0) -> None:
@@ -163,8 +165,9 @@ class VectorQuantizer(nn.Module):
         return self.distances(z).argmin(1)
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor, idx: torch.Tensor) -> None:
-        """One EMA step of the codebook towards the vectors assigned to each code."""
+    def update(self, z: torch.Tensor, idx: torch.Tensor, restart: bool = True) -> None:
+        """One EMA step of the codebook towards the vectors assigned to each code; with
+        ``restart``, dead codes then move to the worst-quantised vectors of ``z``."""
         k = self.codebook.shape[0]
         if not bool(self.initialized):
             pick = torch.randint(0, z.shape[0], (k,), device=z.device)
@@ -179,6 +182,8 @@ class VectorQuantizer(nn.Module):
         n = self.cluster_size.sum()
         size = (self.cluster_size + 1e-5) / (n + k * 1e-5) * n
         self.codebook.copy_(self.embed_sum / size[:, None])
+        if not restart:
+            return
         dead = torch.nonzero(self.cluster_size < self.dead_usage).squeeze(1)
         if len(dead):
             error = (z - self.codebook[idx]).square().sum(1)
@@ -331,6 +336,18 @@ class DiscreteWorldModel(WorldModel):
         z = self._encode_continuous(frames)
         return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
 
+    @torch.no_grad()
+    def served_indices(self, frames: torch.Tensor) -> torch.Tensor:
+        """The indices the envs see for ``frames``: :meth:`encode` with the encoder in eval
+        mode (BatchNorm running statistics, left unchanged), whatever mode the model is in.
+        The dynamics train on these, as inputs and as targets."""
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            return self.encode(frames)
+        finally:
+            self.encoder.train(was_training)
+
     def embed(self, latent: torch.Tensor) -> torch.Tensor:
         """Codebook vectors of index grids: ``(B, G, G)`` -> ``(B, D, G, G)`` float."""
         return self.quantizer.codebook[latent].permute(0, 3, 1, 2)
@@ -414,11 +431,13 @@ class DiscreteWorldModel(WorldModel):
             {"params": reward, "lr": lr * self.config.reward_lr_scale},
         ]
 
-    def _representation_loss(self, frames: torch.Tensor, update: bool) -> dict[str, torch.Tensor]:
+    def _representation_loss(
+        self, frames: torch.Tensor, update: bool, restart: bool = False
+    ) -> dict[str, torch.Tensor]:
         z = self._encode_continuous(frames)
         idx = self.quantizer.indices(z.detach())
         if update and self.training:
-            self.quantizer.update(z.detach(), idx)
+            self.quantizer.update(z.detach(), idx, restart=restart)
         q = self.quantizer.codebook[idx]
         commitment = F.mse_loss(z, q.detach())
         q = z + (q - z).detach()  # straight-through
@@ -495,13 +514,20 @@ class DiscreteWorldModel(WorldModel):
     def loss(
         self, batch: dict[str, torch.Tensor], phase: str, step: int
     ) -> dict[str, torch.Tensor]:
+        """The VQ-VAE trains on its own batch statistics (BatchNorm's running statistics
+        move once per representation update); the dynamics train on
+        :meth:`served_indices`, the codes the envs will produce for the same frames.
+        Dead-code restarts happen in the warm-up only: in the joint phase they would
+        re-point codes the ConvLSTM has learned (the EMA still moves every code)."""
         frames = batch["frames"]
         b, steps1 = frames.shape[:2]
         flat = frames.flatten(0, 1)
         out: dict[str, torch.Tensor] = {}
         repr_loss = torch.zeros((), device=frames.device)
         if phase == "warmup" or step % self.config.representation_every == 0:
-            rep = self._representation_loss(self._recon_subset(flat), update=True)
+            rep = self._representation_loss(
+                self._recon_subset(flat), update=True, restart=phase == "warmup"
+            )
             repr_loss = rep["recon_loss"] + self.config.commitment_cost * rep["commitment_loss"]
             out.update(
                 recon_loss=rep["recon_loss"].detach(),
@@ -510,8 +536,7 @@ class DiscreteWorldModel(WorldModel):
         if phase == "warmup":
             out["loss"] = repr_loss
             return out
-        with torch.no_grad():
-            indices = self.encode(flat).view(b, steps1, self.grid, self.grid)
+        indices = self.served_indices(flat).view(b, steps1, self.grid, self.grid)
         terms = self._sequence_terms(batch, indices)
         out.update({k: v.detach() for k, v in terms.items()})
         out["loss"] = (
@@ -527,7 +552,7 @@ class DiscreteWorldModel(WorldModel):
         frames = batch["frames"]
         b, steps1 = frames.shape[:2]
         rep = self._representation_loss(frames[:, 0], update=False)  # one frame per sequence
-        indices = self.encode(frames.flatten(0, 1)).view(b, steps1, self.grid, self.grid)
+        indices = self.served_indices(frames.flatten(0, 1)).view(b, steps1, self.grid, self.grid)
         terms = self._sequence_terms(batch, indices)
         return {
             "recon_loss": float(rep["recon_loss"]),
