@@ -534,7 +534,7 @@ def _load_directory(path: Path, device: str) -> BaseAlgorithm:
             params["train_freq"] = (int(frequency), TrainFrequencyUnit(unit).value)
         if algo == "a2c":
             params["use_rms_prop"] = False  # its optimizer is in policy_kwargs already
-        agent = cls(
+        agent = cls(  # type: ignore[call-arg]  # every algorithm takes _init_setup_model
             manifest["policy"],
             env=None,
             device=device,

@@ -63,9 +63,10 @@ def make_agent(
     params: dict[str, Any] = {"verbose": 0, **(PAPER_PPO if cls is PPO else {}), **kwargs}
     policy_kwargs = dict(params.pop("policy_kwargs", None) or {})
     space = env.observation_space
-    pixels = space.dtype == np.uint8 and len(space.shape) == 3
+    shape = tuple(space.shape or ())
+    pixels = space.dtype == np.uint8 and len(shape) == 3
     if extractor and (
-        not isinstance(space, gym.spaces.Box) or (len(space.shape) == 3 and not pixels)
+        not isinstance(space, gym.spaces.Box) or (len(shape) == 3 and not pixels)
     ):
         policy_kwargs.setdefault("features_extractor_class", LatentExtractor)
     policy = "CnnPolicy" if pixels else "MlpPolicy"
