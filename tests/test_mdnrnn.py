@@ -271,7 +271,7 @@ def test_observations_lie_in_their_spaces(model: MDNRNNWorldModel) -> None:
         space = model.observation_space(obs_type)
         assert isinstance(space, gym.spaces.Box)
         with torch.no_grad():
-            obs = model.observe(latent, obs_type).numpy()
+            obs = model.observation(latent, obs_type).numpy()
         assert obs.dtype == space.dtype
         for row in obs:
             assert space.contains(row), obs_type

@@ -136,7 +136,7 @@ def test_decode_and_observations(model: DiscreteWorldModel) -> None:
     latent = torch.randint(0, model.config.num_codes, (2, 6, 6))
     with torch.no_grad():
         frames = model.decode(latent)
-        obs = {t: model.observe(latent, t) for t in model.obs_types}
+        obs = {t: model.observation(latent, t) for t in model.obs_types}
     assert frames.shape == (2, *SPEC.frame_shape) and frames.dtype == torch.uint8
     for obs_type, value in obs.items():
         space = model.observation_space(obs_type)
@@ -152,7 +152,7 @@ def test_unknown_obs_type(model: DiscreteWorldModel) -> None:
     with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported by the 'discrete'"):
         model.observation_space("rgb")
     with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported"):
-        model.observe(torch.zeros(1, 6, 6, dtype=torch.int64), "rgb")
+        model.observation(torch.zeros(1, 6, 6, dtype=torch.int64), "rgb")
 
 
 def _grads(module: torch.nn.Module) -> list[torch.Tensor | None]:

@@ -166,7 +166,7 @@ def test_initial_state_checks_its_actions(family: str) -> None:
 def test_initial_state_takes_any_context(family: str, k: int) -> None:
     model = _model(family)
     frames, (latent, state) = _start(model, 2, k)
-    assert torch.equal(model.observe(latent, "pixels"), frames[:, -1])
+    assert torch.equal(model.observation(latent, "pixels"), frames[:, -1])
     pred = model.step(state, latent, torch.zeros(2, dtype=torch.long), _rng(2))
     assert pred.next_latent.shape == latent.shape
 
@@ -205,7 +205,7 @@ def test_step_shapes_and_shifted_stack(family: str) -> None:
     assert pred.reward_logits.shape == (2, 3)
     assert pred.termination_logits.shape == (2,)
     torch.testing.assert_close(pred.reward_logits.logsumexp(-1), torch.zeros(2))
-    old, new = model.observe(latent, "pixels"), model.observe(pred.next_latent, "pixels")
+    old, new = model.observation(latent, "pixels"), model.observation(pred.next_latent, "pixels")
     assert torch.equal(new[:, :-1], old[:, 1:])  # the older frames are shifted, not predicted
     assert [s.shape for s in pred.state] == [s.shape for s in state]
 
@@ -223,7 +223,7 @@ def test_temperature_zero_is_deterministic_mean(family: str) -> None:
     for x, y in zip(a.state, b.state, strict=True):
         assert torch.equal(x, y)
     assert int(rng_a.counters.sum()) == 0  # nothing drawn
-    newest = model.observe(a.next_latent, "pixels")[:, -1]
+    newest = model.observation(a.next_latent, "pixels")[:, -1]
     assert len(newest.unique()) > 2  # grey levels: the Bernoulli means
 
 
@@ -238,7 +238,7 @@ def test_same_keys_same_samples(family: str) -> None:
         c = model.step(state, latent, action, _rng(2, seed=6))
     assert torch.equal(a.next_latent, b.next_latent)
     assert not torch.equal(a.next_latent, c.next_latent)
-    newest = model.observe(a.next_latent, "pixels")[:, -1]
+    newest = model.observation(a.next_latent, "pixels")[:, -1]
     assert set(newest.unique().tolist()) <= {0, 255}  # temperature 1: Bernoulli samples
 
 
@@ -325,8 +325,8 @@ def test_rar_filter_follows_the_real_observation() -> None:
         next_a = model.filter(state_a, latent_a, action, real_a)[1][0]
         next_b = model.filter(state_b, latent_b, action, real_a)[1][0]
     assert torch.equal(latent_a, again) and torch.equal(state_a[1], state_again[1])
-    assert torch.equal(model.observe(latent_a, "pixels"), real_a)
-    assert torch.equal(model.observe(latent_b, "pixels"), real_b)
+    assert torch.equal(model.observation(latent_a, "pixels"), real_a)
+    assert torch.equal(model.observation(latent_b, "pixels"), real_b)
     torch.testing.assert_close(state_a[1], model.encoder(real_a))
     assert not torch.equal(state_a[1], state_b[1])  # e(o_t) of the real observation
     assert not torch.allclose(next_a, next_b)  # which moves the next state
@@ -339,7 +339,7 @@ def test_rar_step_reads_the_rendered_observation() -> None:
         pred = model.step(state, latent, torch.tensor([1, 2]), _rng(2))
         expected = model.encoder(model.decode(pred.next_latent))
     torch.testing.assert_close(pred.state[1], expected)
-    features = model.observe(pred.next_latent, "state")
+    features = model.observation(pred.next_latent, "state")
     torch.testing.assert_close(features[:, : model.config.state_channels], pred.state[0])
 
 
@@ -355,10 +355,10 @@ def test_observations_lie_in_their_spaces(family: str) -> None:
     for obs_type in model.obs_types:
         space = model.observation_space(obs_type)
         for lat in (latent, pred.next_latent):
-            obs = model.observe(lat, obs_type).numpy()
+            obs = model.observation(lat, obs_type).numpy()
             assert obs.dtype == space.dtype
             assert all(space.contains(o) for o in obs), obs_type
-    assert torch.equal(model.decode(pred.next_latent), model.observe(pred.next_latent, "pixels"))
+    assert torch.equal(model.decode(pred.next_latent), model.observation(pred.next_latent, "pixels"))
     with pytest.raises(ConfigError, match="obs_type='indices' is not supported"):
         model.observation_space("indices")
 

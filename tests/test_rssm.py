@@ -259,7 +259,7 @@ def test_observations_lie_in_their_spaces(model: RSSMWorldModel) -> None:
         for lat in (latent, stepped):
             for obs_type in model.obs_types:
                 space = model.observation_space(obs_type)
-                obs = model.observe(lat, obs_type)
+                obs = model.observation(lat, obs_type)
                 assert obs.shape == (2, *space.shape)
                 assert obs.numpy().dtype == space.dtype
                 for row in obs.numpy():

@@ -327,7 +327,7 @@ def test_observations_lie_in_their_spaces(family: str) -> None:
         latent = model.step(state, latent, _actions(model, 3), _rng(3)).next_latent
         for obs_type in model.obs_types:
             space = model.observation_space(obs_type)
-            obs = model.observe(latent, obs_type).numpy()
+            obs = model.observation(latent, obs_type).numpy()
             assert obs.dtype == space.dtype
             assert all(space.contains(o) for o in obs)
         assert model.decode(latent).shape == (3, *SPEC.frame_shape)

@@ -199,7 +199,7 @@ class DreamCore:
             if index is None
             else self.latent[torch.as_tensor(index, device=self.device)]
         )
-        obs = self.model.observe(latent, self.obs_type)
+        obs = self.model.observation(latent, self.obs_type)
         return np.array(obs.cpu().numpy(), dtype=self.observation_space.dtype, copy=True)
 
     @torch.inference_mode()

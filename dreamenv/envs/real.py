@@ -96,7 +96,7 @@ class LatentFilter:
             return np.array(frames if index is None else frames[index], copy=True)
         assert self.latent is not None, "reset() starts the games before observe()"
         latent = self.latent if index is None else self.latent[torch.as_tensor(index)]
-        obs = self.model.observe(latent, self.obs_type)
+        obs = self.model.observation(latent, self.obs_type)
         return np.array(obs.cpu().numpy(), dtype=self.space.dtype, copy=True)
 
 

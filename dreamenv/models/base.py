@@ -137,7 +137,7 @@ class WorldModel(nn.Module, ABC):
         """uint8 frames ``(B, *spec.frame_shape)`` of latents (for pixels and rendering)."""
 
     @abstractmethod
-    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+    def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         """The observation of ``obs_type`` for a batch of latents."""
 
     @abstractmethod

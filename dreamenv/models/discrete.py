@@ -391,7 +391,7 @@ class DiscreteWorldModel(WorldModel):
         return Prediction(sample_categorical(probs, u), reward_logits, term_logits, state)
 
     # --- observations -------------------------------------------------------------------
-    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+    def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         if obs_type == "indices":
             return latent.reshape(latent.shape[0], -1)
         if obs_type == "embeddings":

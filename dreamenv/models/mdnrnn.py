@@ -338,7 +338,7 @@ class MDNRNNWorldModel(WorldModel):
         return torch.cat([embedding.reshape(-1, self.z_dim), state[0]], -1), state
 
     # --- observations -------------------------------------------------------------------
-    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+    def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         self.check_obs_type(obs_type)
         if obs_type == "latent":
             return latent.float()

@@ -449,7 +449,7 @@ class ARWorldModel(_PixelAutoRegressive):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return latent
 
-    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+    def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         self.check_obs_type(obs_type)
         return latent
 
@@ -519,7 +519,7 @@ class RARWorldModel(_PixelAutoRegressive):
         pixels = latent[:, self.feature_size :].round().clamp(0, 255).to(torch.uint8)
         return pixels.view(-1, *self.spec.frame_shape)
 
-    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+    def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         self.check_obs_type(obs_type)
         if obs_type == "pixels":
             return self.decode(latent)

@@ -347,7 +347,7 @@ class RSSMCell(nn.Module):
         """
         return self.gru(self.inputs(torch.cat([s, action], -1)), h).clamp(-1.0, 1.0)
 
-    def observe(
+    def posterior_step(
         self, h: torch.Tensor, s: torch.Tensor, action: torch.Tensor, embed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``h'``, the prior's and the posterior's parameters after ``action`` and ``embed``."""
@@ -408,7 +408,7 @@ class RSSMWorldModel(WorldModel):
     ) -> tuple[torch.Tensor, State]:
         h, s = state
         a = self.cell.action_input(action, h.shape[0], h.device)
-        h, _, post = self.cell.observe(h, s, a, embedding)
+        h, _, post = self.cell.posterior_step(h, s, a, embedding)
         s = self.dist.mode(post)
         return torch.cat([h, s], -1), (h, s)
 
@@ -451,7 +451,7 @@ class RSSMWorldModel(WorldModel):
         return Prediction(features, reward_logits, termination_logits, (h, s))
 
     # --- observations -----------------------------------------------------------------------
-    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+    def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         self.check_obs_type(obs_type)
         if obs_type == "pixels":
             return self.decode(latent)
@@ -491,7 +491,7 @@ class RSSMWorldModel(WorldModel):
         for t in range(n):
             action = first_action if t == 0 else actions[:, t - 1]
             a = self.cell.action_input(action, b, embeds.device)
-            h, prior, post = self.cell.observe(h, s, a, embeds[:, t])
+            h, prior, post = self.cell.posterior_step(h, s, a, embeds[:, t])
             s = self.dist.rsample(post, generator) if sample else self.dist.mode(post)
             hs.append(h)
             ss.append(s)

@@ -306,7 +306,7 @@ class StateSpaceModel(WorldModel):
         return latent, (latent[:, : self.config.state_channels], context)
 
     # --- observations -------------------------------------------------------------------
-    def observe(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
+    def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         if obs_type == "state":
             return latent.float()
         if obs_type == "pixels":
