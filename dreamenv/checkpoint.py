@@ -2,12 +2,19 @@
 
 Layout::
 
-    config.json            format version, family, model config, AtariSpec, action meanings
+    config.json            format version, family, model config, AtariSpec, action meanings,
+                           and ``files``: the other files of its save
     weights.safetensors    the model's tensors (parameters and buffers)
     start_bank.npz         real frames and actions that start dream episodes
 
+A save writes its files (and any extra ones, such as the trainer's) as one atomic set
+(:func:`dreamenv.atomic_files.write_file_set`): a process killed at any moment leaves the
+previous save or the new one, never a mix, and a load always reads one save whole.
+
 Nothing is unpickled: tensors come from safetensors, arrays from ``np.load(...,
-allow_pickle=False)``, the rest from JSON. The directory alone builds a dream env.
+allow_pickle=False)``, the rest from JSON; every field is checked before use, so a
+damaged file is a :class:`CheckpointError` that says what is wrong. The directory alone
+builds a dream env.
 
 Example:
     >>> save_checkpoint("runs/pong/model", model, bank)
@@ -19,8 +26,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamenv.atomic_files import write_atomic, write_json
+from dreamenv.atomic_files import read_file_set, set_file, write_file_set
 from dreamenv.data.sequences import StartBank
 from dreamenv.envs.atari import AtariSpec, normalize_game
 from dreamenv.errors import CheckpointError, ConfigError
@@ -39,6 +48,16 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 BANK_FILE = "start_bank.npz"
+
+_FIELDS: dict[str, tuple[type, str]] = {
+    "family": (str, "string"),
+    "spec": (dict, "object"),
+    "num_actions": (int, "integer"),
+    "model_config": (dict, "object"),
+    "action_meanings": (list, "list"),
+}
+"""The config.json fields a load needs, with their JSON types."""
+_DAMAGED = "Restore the file or train the checkpoint again (`dreamenv fit`)."
 
 
 def package_version() -> str:
@@ -86,14 +105,23 @@ def save_checkpoint(
     start_bank: StartBank,
     action_meanings: tuple[str, ...],
     extra: dict[str, Any] | None = None,
+    files: Mapping[str, Callable[[Path], None]] | None = None,
 ) -> Path:
-    """Write ``model`` and ``start_bank`` to the directory ``path`` (each file atomically)."""
+    """Write ``model`` and ``start_bank`` to the directory ``path`` as one atomic set.
+
+    Args:
+        path: the checkpoint directory (created if missing).
+        model: the world model.
+        start_bank: the real starts of dream episodes.
+        action_meanings: the real env's action names, one per action.
+        extra: more config.json fields.
+        files: more files of the same save, ``{name: write(tmp_path)}`` (the trainer's
+            state); files of the previous save that this one lacks are removed with it.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_atomic(path / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
 
     def write_bank(p: Path) -> None:
         with open(p, "wb") as f:
@@ -101,7 +129,11 @@ def save_checkpoint(
                 f, frames=start_bank.frames, actions=start_bank.actions, stack=start_bank.stack
             )
 
-    write_atomic(path / BANK_FILE, write_bank)
+    writers: dict[str, Callable[[Path], None]] = {
+        WEIGHTS_FILE: lambda p: save_file(tensors, str(p)),
+        BANK_FILE: write_bank,
+        **(files or {}),
+    }
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -113,10 +145,50 @@ def save_checkpoint(
         "num_actions": model.num_actions,
         "action_meanings": list(action_meanings),
         "start_bank": {"size": start_bank.size, "context": start_bank.context},
+        "files": sorted(writers),
         **(extra or {}),
     }
-    write_json(path / CONFIG_FILE, config)
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    writers[CONFIG_FILE] = lambda p: p.write_text(text)
+    write_file_set(path, writers, remove=_saved_files(path))
     return path
+
+
+def _saved_files(path: Path) -> list[str]:
+    """The files of the save in ``path`` besides config.json (none if unreadable)."""
+    try:
+        files = json.loads((path / CONFIG_FILE).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str) and "/" not in f and f != CONFIG_FILE]
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_fields(config: dict[str, Any], file: Path) -> None:
+    for key, (kind, name) in _FIELDS.items():
+        if key not in config:
+            raise CheckpointError(f"{file} has no {key!r} field; the file is damaged. {_DAMAGED}")
+        value = config[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(
+                f"{file}: {key!r} must be a JSON {name}, got the {_type_name(value)} "
+                f"{value!r:.80}; the file is damaged. {_DAMAGED}"
+            )
+    if config["num_actions"] < 1:
+        raise CheckpointError(
+            f"{file}: 'num_actions' must be at least 1, got {config['num_actions']}. {_DAMAGED}"
+        )
+    meanings = config["action_meanings"]
+    if not all(isinstance(m, str) for m in meanings) or len(meanings) != config["num_actions"]:
+        raise CheckpointError(
+            f"{file}: 'action_meanings' must be {config['num_actions']} strings (one per "
+            f"action, 'num_actions'), got {meanings!r:.120}. {_DAMAGED}"
+        )
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -127,8 +199,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"checkpoint={str(path)!r} is not a directory. Pass the directory that "
             "`dreamenv fit` wrote (it holds config.json and weights.safetensors)."
         )
-    file = path / CONFIG_FILE
-    if not file.is_file():
+    file = set_file(path, CONFIG_FILE)
+    if file is None or not file.is_file():
         raise CheckpointError(
             f"Checkpoint {str(path)!r} has no {CONFIG_FILE}; it is incomplete or not a "
             "dreamenv checkpoint. Train one with `dreamenv fit`."
@@ -140,9 +212,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{file} is not valid JSON ({err.msg} at line {err.lineno}); the file is truncated "
             "or damaged. Restore it or train the checkpoint again."
         ) from err
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{file} is not text ({err.reason}); the file is damaged.") from err
+    found = config.get("format") if isinstance(config, dict) else _type_name(config)
+    if found != FORMAT:
         raise CheckpointError(
-            f"{file} is not a dreamenv checkpoint config (format={config.get('format')!r})."
+            f"{file} is not a dreamenv checkpoint config (format={found!r}, expected {FORMAT!r})."
         )
     version = config.get("format_version")
     if version != FORMAT_VERSION:
@@ -151,7 +226,76 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{config.get('dreamenv_version')}); this dreamenv {package_version()} reads version "
             f"{FORMAT_VERSION}. Use the matching dreamenv version or train the model again."
         )
+    _check_fields(config, file)
     return config
+
+
+def _family_class(name: str, file: Path) -> type[WorldModel]:
+    from dreamenv.models.base import FAMILIES
+
+    try:
+        return get_family(name)
+    except ConfigError:
+        close = difflib.get_close_matches(name, list(FAMILIES), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise CheckpointError(
+            f"{file}: unknown world-model family {name!r}; {hint}registered families: "
+            f"{sorted(FAMILIES)}. Fix 'family', or import the package that registers it "
+            "before loading."
+        ) from None
+
+
+def _build(config: dict[str, Any], file: Path) -> WorldModel:
+    """The untrained model that config.json describes."""
+    try:
+        spec = AtariSpec.from_dict(config["spec"])
+    except (ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{file}: 'spec' is not a valid AtariSpec ({err}). {_DAMAGED}"
+        ) from err
+    cls = _family_class(config["family"], file)
+    try:
+        model_config = config_from_dict(cls.config_class, config["model_config"])
+        return cls(model_config, spec, config["num_actions"])
+    except (ConfigError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{file}: 'model_config' does not build a {config['family']!r} model ({err}). "
+            f"{_DAMAGED}"
+        ) from err
+
+
+def _check_bank(bank: StartBank, file: Path, spec: AtariSpec, num_actions: int) -> None:
+    """A start bank that fits the model's frames and actions, or a CheckpointError."""
+    frames, actions = bank.frames, bank.actions
+    fix = "Save the checkpoint again with a start bank built from this game's store."
+    if bank.stack != spec.frame_stack:
+        raise CheckpointError(
+            f"{file} stacks {bank.stack} frames per observation; the spec stacks "
+            f"{spec.frame_stack}. {fix}"
+        )
+    size = spec.screen_size
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[2:] != (size, size):
+        raise CheckpointError(
+            f"{file} holds frames of shape {frames.shape} and dtype {frames.dtype}; the spec "
+            f"needs uint8 (N, context + {bank.stack - 1}, {size}, {size}). {fix}"
+        )
+    if (
+        not np.issubdtype(actions.dtype, np.integer)
+        or actions.ndim != 2
+        or actions.shape[0] != frames.shape[0]
+        or frames.shape[0] < 1
+        or frames.shape[1] != actions.shape[1] + bank.stack
+    ):
+        raise CheckpointError(
+            f"{file} holds actions of shape {actions.shape} and dtype {actions.dtype} beside "
+            f"frames of shape {frames.shape}; expected integer (N, context - 1) actions for "
+            f"(N, context + {bank.stack - 1}, ...) frames, N >= 1. {fix}"
+        )
+    if actions.size and (actions.min() < 0 or actions.max() >= num_actions):
+        raise CheckpointError(
+            f"{file} holds actions in [{actions.min()}, {actions.max()}]; the model takes "
+            f"{num_actions} actions, [0, {num_actions - 1}]. {fix}"
+        )
 
 
 def load_checkpoint(
@@ -170,29 +314,37 @@ def load_checkpoint(
         game: if given, the game the checkpoint must model.
 
     Raises:
-        CheckpointError: missing or truncated files, another format version, family or game.
+        CheckpointError: missing, truncated or malformed files, non-finite weights, a start
+            bank that does not fit the model, another format version, family or game.
     """
+    path = Path(path)
+    try:
+        ckpt = read_file_set(path, lambda: _load(path, family, game))
+    except TimeoutError as err:
+        raise CheckpointError(str(err)) from err
+    ckpt.model.to(device).eval()
+    return ckpt
+
+
+def _load(path: Path, family: str | None, game: str | None) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
     config = read_config(path)
+    file = path / CONFIG_FILE
     if family is not None and config["family"] != family:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} holds a {config['family']!r} model, expected {family!r}."
         )
-    spec = AtariSpec.from_dict(config["spec"])
+    model = _build(config, file)
+    spec = model.spec
     if game is not None and normalize_game(game) != spec.game:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} models the game {spec.game!r}, not {normalize_game(game)!r}. "
             "Pass a checkpoint trained on that game."
         )
-    cls = get_family(config["family"])
-    model = cls(
-        config_from_dict(cls.config_class, config["model_config"]), spec, config["num_actions"]
-    )
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
+    weights = set_file(path, WEIGHTS_FILE)
+    if weights is None or not weights.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} has no {WEIGHTS_FILE}; it is incomplete.")
     try:
         tensors = load_file(str(weights))
@@ -201,6 +353,12 @@ def load_checkpoint(
             f"{weights} is unreadable ({err}); the file is truncated or damaged. "
             "Restore it or train the checkpoint again."
         ) from err
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"{weights} holds NaN or inf values in {sorted(bad)[:5]} ({len(bad)} tensors): the "
+            "training diverged. Train again from an earlier checkpoint or with a lower lr."
+        )
     tensors = model.upgrade_weights(tensors)
     missing, unexpected = (
         model.state_dict().keys() - tensors.keys(),
@@ -215,15 +373,15 @@ def load_checkpoint(
         model.load_state_dict(tensors)
     except RuntimeError as err:
         raise CheckpointError(f"{weights} does not match config.json: {err}") from err
-    bank_file = path / BANK_FILE
-    if not bank_file.is_file():
+    bank_file = set_file(path, BANK_FILE)
+    if bank_file is None or not bank_file.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} has no {BANK_FILE}; it is incomplete.")
     try:
         with np.load(bank_file, allow_pickle=False) as data:
             bank = StartBank(data["frames"], data["actions"], int(data["stack"]))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as err:
         raise CheckpointError(
             f"{bank_file} is unreadable ({err}); the file is truncated or damaged."
         ) from err
-    model.to(device).eval()
+    _check_bank(bank, bank_file, spec, model.num_actions)
     return Checkpoint(path, model, bank, config)

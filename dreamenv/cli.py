@@ -84,8 +84,16 @@ def parse_overrides(items: Sequence[str]) -> dict[str, object]:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from dreamenv.errors import ConfigError
     from dreamenv.train.fit import FitConfig, fit
 
+    if args.epochs >= 1 and not 0 <= args.warmup_epochs <= args.epochs:
+        raise ConfigError(
+            f"--warmup-epochs {args.warmup_epochs} exceeds --epochs {args.epochs}; pass "
+            f"--warmup-epochs 0 (or at most {args.epochs})."
+            if args.warmup_epochs > args.epochs
+            else f"--warmup-epochs must be at least 0, got {args.warmup_epochs}."
+        )
     config = FitConfig(
         epochs=args.epochs,
         warmup_epochs=args.warmup_epochs,

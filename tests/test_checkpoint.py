@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import dreamenv
 from dreamenv import CheckpointError, load_checkpoint, save_checkpoint
+from dreamenv.atomic_files import COMMIT_DIR, MANIFEST_FILE
 from dreamenv.checkpoint import BANK_FILE, CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE
 from dreamenv.data.store import EpisodeStore
 from dreamenv.random_streams import BatchRandom, key_from_seed
@@ -207,3 +209,175 @@ def test_dream_env_reports_a_damaged_checkpoint(damaged: Path) -> None:
     _truncate(damaged / WEIGHTS_FILE)
     with pytest.raises(CheckpointError, match=r"weights\.safetensors is unreadable"):
         dreamenv.DreamEnv(damaged)
+
+
+@pytest.mark.parametrize(
+    "field", ["family", "spec", "num_actions", "model_config", "action_meanings"]
+)
+def test_config_without_a_field(damaged: Path, field: str) -> None:
+    config = json.loads((damaged / CONFIG_FILE).read_text())
+    del config[field]
+    (damaged / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"config\.json has no '{field}' field; .*Restore"):
+        load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"family": 3}, r"'family' must be a JSON string, got the int 3"),
+        ({"spec": ["pong"]}, r"'spec' must be a JSON object, got the list \['pong'\]"),
+        ({"num_actions": "6"}, r"'num_actions' must be a JSON integer, got the string '6'"),
+        ({"num_actions": True}, r"'num_actions' must be a JSON integer, got the boolean True"),
+        ({"num_actions": 0}, r"'num_actions' must be at least 1, got 0"),
+        ({"model_config": None}, r"'model_config' must be a JSON object, got the NoneType None"),
+        ({"action_meanings": "NOOP"}, r"'action_meanings' must be a JSON list, got the string"),
+        ({"action_meanings": ["NOOP", "FIRE"]}, r"'action_meanings' must be 6 strings"),
+        ({"action_meanings": [1, 2, 3, 4, 5, 6]}, r"'action_meanings' must be 6 strings"),
+    ],
+)
+def test_config_with_a_field_of_the_wrong_type(damaged: Path, changes: dict, message: str) -> None:
+    _edit_config(damaged, **changes)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(damaged)
+
+
+def test_config_that_is_not_an_object(damaged: Path) -> None:
+    (damaged / CONFIG_FILE).write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"not a dreamenv checkpoint config \(format='list'"):
+        load_checkpoint(damaged)
+
+
+def test_unknown_family_suggests_a_registered_one(damaged: Path) -> None:
+    _edit_config(damaged, family="discrte")
+    with pytest.raises(
+        CheckpointError,
+        match=r"unknown world-model family 'discrte'; did you mean 'discrete'\? registered "
+        r"families: \[.*'rssm'.*\]",
+    ):
+        load_checkpoint(damaged)
+
+
+def test_config_with_a_bad_spec(damaged: Path) -> None:
+    config = json.loads((damaged / CONFIG_FILE).read_text())
+    _edit_config(damaged, spec={**config["spec"], "screen": 96})
+    with pytest.raises(
+        CheckpointError, match=r"'spec' is not a valid AtariSpec \(Unknown AtariSpec"
+    ):
+        load_checkpoint(damaged)
+    _edit_config(damaged, spec={**config["spec"], "screen_size": 33})
+    with pytest.raises(
+        CheckpointError, match=r"'spec' is not a valid AtariSpec \(screen_size must"
+    ):
+        load_checkpoint(damaged)
+
+
+def test_config_with_a_bad_model_config(damaged: Path) -> None:
+    config = json.loads((damaged / CONFIG_FILE).read_text())
+    _edit_config(damaged, model_config={**config["model_config"], "size": 3})
+    with pytest.raises(
+        CheckpointError, match=r"'model_config' does not build a 'discrete' model \(Unknown"
+    ):
+        load_checkpoint(damaged)
+
+
+def _edit_bank(path: Path, **changes: np.ndarray) -> None:
+    with np.load(path / BANK_FILE) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    with open(path / BANK_FILE, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def test_start_bank_of_another_stack(damaged: Path) -> None:
+    _edit_bank(damaged, stack=np.array(2))
+    with pytest.raises(
+        CheckpointError, match=r"start_bank\.npz stacks 2 frames per observation; the spec stacks 4"
+    ):
+        load_checkpoint(damaged)
+
+
+def test_start_bank_of_another_frame_shape(damaged: Path) -> None:
+    with np.load(damaged / BANK_FILE) as data:
+        frames = data["frames"]
+    _edit_bank(damaged, frames=frames[:, :, :32, :32])
+    with pytest.raises(
+        CheckpointError,
+        match=r"holds frames of shape \(16, 7, 32, 32\).*uint8 \(N, context \+ 3, 96, 96\)",
+    ):
+        load_checkpoint(damaged)
+
+
+def test_start_bank_whose_actions_do_not_fit_its_frames(damaged: Path) -> None:
+    with np.load(damaged / BANK_FILE) as data:
+        actions = data["actions"]
+    _edit_bank(damaged, actions=actions[:, :-1])
+    with pytest.raises(
+        CheckpointError, match=r"holds actions of shape \(16, 2\) .*expected integer"
+    ):
+        load_checkpoint(damaged)
+
+
+def test_start_bank_with_actions_out_of_range(damaged: Path) -> None:
+    with np.load(damaged / BANK_FILE) as data:
+        actions = data["actions"]
+    actions[3, 1] = 6
+    _edit_bank(damaged, actions=actions)
+    with pytest.raises(
+        CheckpointError, match=r"holds actions in \[0, 6\]; the model takes 6 actions, \[0, 5\]"
+    ):
+        load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_with_non_finite_values(damaged: Path, value: float) -> None:
+    weights = damaged / WEIGHTS_FILE
+    tensors = load_file(str(weights))
+    name = next(k for k, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+    tensors[name].view(-1)[1] = value
+    save_file(tensors, str(weights))
+    with pytest.raises(
+        CheckpointError, match=rf"holds NaN or inf values in \['{name}'\] \(1 tensors\)"
+    ):
+        load_checkpoint(damaged)
+
+
+def test_a_save_killed_while_moving_its_files_loads_whole(damaged: Path, tmp_path: Path) -> None:
+    """A save killed after its commit but before all its files moved: the new one loads."""
+    original = load_checkpoint(damaged)
+    model = original.model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    newer = save_checkpoint(
+        tmp_path / "newer",
+        model,
+        original.start_bank,
+        original.action_meanings,
+        extra={"note": "new"},
+    )
+    commit = damaged / COMMIT_DIR
+    commit.mkdir()
+    for name in (CONFIG_FILE, WEIGHTS_FILE, BANK_FILE):
+        shutil.copy(newer / name, commit / name)
+    (commit / MANIFEST_FILE).write_text(
+        json.dumps({"files": [CONFIG_FILE, WEIGHTS_FILE, BANK_FILE], "remove": []})
+    )
+    shutil.copy(commit / BANK_FILE, damaged / BANK_FILE)  # the move had begun
+    (commit / BANK_FILE).unlink()
+    ckpt = load_checkpoint(damaged)
+    assert ckpt.config["note"] == "new"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(ckpt.model.state_dict()[name], tensor), name
+    with gym.make("dreamenv/Dream-v0", checkpoint=damaged) as env:
+        env.reset(seed=0)
+    assert commit.is_dir()  # loading writes nothing
+
+
+def test_save_replaces_the_files_of_the_previous_save(damaged: Path) -> None:
+    ckpt = load_checkpoint(damaged)
+    assert (damaged / "trainer_state.json").is_file()
+    save_checkpoint(damaged, ckpt.model, ckpt.start_bank, ckpt.action_meanings)
+    names = {p.name for p in damaged.iterdir()}
+    assert names == {CONFIG_FILE, WEIGHTS_FILE, BANK_FILE, "metrics.csv"}  # no stale trainer files
+    assert load_checkpoint(damaged).config["files"] == [BANK_FILE, WEIGHTS_FILE]

@@ -6,21 +6,24 @@ import csv
 import dataclasses
 import importlib
 import json
+import multiprocessing
+import random
+import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import dreamenv
 from dreamenv import CheckpointError, ConfigError, FitConfig, load_checkpoint
-from dreamenv.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from dreamenv.atomic_files import set_file
+from dreamenv.checkpoint import BANK_FILE, CONFIG_FILE, WEIGHTS_FILE
 from dreamenv.train.fit import METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, fit_config_from_dict
 
 VAL_COLUMNS = ("val_recon_loss", "val_latent_acc", "val_reward_acc", "val_termination_acc")
@@ -193,85 +196,223 @@ def test_bad_fit_config(kwargs: dict, message: str) -> None:
         FitConfig(**kwargs)
 
 
-_KILLED_FIT = """
-import sys
-import torch
-torch.set_num_threads(1)
-import dreamenv
-from dreamenv import FitConfig
-config = FitConfig(epochs=2, warmup_epochs=1, batch_size=4, seq_len=4, updates_per_epoch=6,
-                   start_bank_size=16, start_context=4, checkpoint_every_minutes=0.0)
-dreamenv.fit(sys.argv[1], sys.argv[2], preset="tiny", config=config, progress=False)
-"""
+def _state(path: Path) -> dict:
+    return json.loads((path / STATE_FILE).read_text())
 
 
-def _saved(out: Path) -> bool:
-    """True once fit has completed a save (its trainer state says so)."""
-    try:
-        return bool(json.loads((out / STATE_FILE).read_text()).get("saved"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
+def test_fit_saves_its_settings_and_random_state(checkpoint_dir: Path) -> None:
+    state = _state(checkpoint_dir)
+    assert state["family"] == "discrete"
+    assert state["preset"] == "tiny"
+    assert state["model_overrides"] == {}
+    assert set(state["random"]) == {"torch", "sampler"}
+    assert state["random"]["sampler"]["bit_generator"] == "PCG64"
+    config = json.loads((checkpoint_dir / CONFIG_FILE).read_text())
+    assert config["files"] == sorted([WEIGHTS_FILE, BANK_FILE, OPTIMIZER_FILE, STATE_FILE])
+    assert config["training"]["updates"] == 6
 
 
-def test_fit_killed_with_sigkill_resumes(store_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"preset": "small"}, r"preset='tiny' then, 'small' now"),
+        (
+            {"model_overrides": {"lstm_channels": 12}},
+            r"model_overrides=\{\} then, \{'lstm_channels': 12\} now",
+        ),
+        ({"config_changes": {"lr": 1e-3}}, r"lr=0\.0003 then, 0\.001 now"),
+        ({"config_changes": {"seed": 1}}, r"seed=0 then, 1 now"),
+        ({"config_changes": {"warmup_epochs": 0}}, r"warmup_epochs=1 then, 0 now"),
+        (
+            {"config_changes": {"epochs": 1, "warmup_epochs": 1}},
+            r"epochs=2 then, 1 now \(epochs may only grow\)",
+        ),
+    ],
+)
+def test_fit_refuses_to_continue_a_run_with_other_settings(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig, kwargs: dict, message: str
+) -> None:
+    changes = {"epochs": 3, **kwargs.pop("config_changes", {})}
+    config = dataclasses.replace(tiny_fit_config, **changes)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(ConfigError, match=message) as err:
+        dreamenv.fit(
+            store_dir, run_dir, **{"preset": "tiny", **kwargs}, config=config, progress=False
+        )
+    assert "another output directory (--out) to start a new run" in str(err.value)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_fit_refuses_other_model_settings_of_a_run_saved_without_them(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    state = _state(run_dir)
+    del state["model_overrides"]  # as saved by an earlier version
+    (run_dir / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match=r"model setting lstm_channels=\d+ then, 12 now"):
+        dreamenv.fit(
+            store_dir,
+            run_dir,
+            preset="tiny",
+            model_overrides={"lstm_channels": 12},
+            config=_more(tiny_fit_config),
+            progress=False,
+        )
+
+
+def test_fit_continues_with_other_save_intervals(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    config = dataclasses.replace(
+        tiny_fit_config, epochs=3, checkpoint_every_minutes=0.0, checkpoint_every_epochs=2
+    )
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=config, progress=False)
+    assert _progress(run_dir) == {"epoch": 3, "update": 0, "updates_total": 9}
+
+
+def test_fit_continues_as_the_loop_calls_it(
+    store_dir: Path, tmp_path: Path, tiny_fit_config
+) -> None:
+    from dreamenv.train.loop import LoopConfig
+
+    loop = LoopConfig(wm_epochs=(1, 2), warmup_epochs=5)
     out = tmp_path / "model"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_FIT, str(store_dir), str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    for iteration in (1, 2, 2):  # the last: an iteration redone after a crash past its fit
+        config = dataclasses.replace(
+            tiny_fit_config,
+            epochs=loop.epochs_until(iteration),
+            warmup_epochs=min(loop.warmup_epochs, loop.epochs_until(1)),
+        )
+        dreamenv.fit(store_dir, out, preset="tiny", config=config, progress=False)
+        assert _progress(out)["epoch"] == loop.epochs_until(iteration)
+    assert [r["phase"] for r in _metrics(out)] == ["warmup", "joint", "joint"]
+
+
+def test_cli_fit_names_the_warmup_flag(store_dir: Path, tmp_path: Path, capsys) -> None:
+    from dreamenv.cli import main
+
+    out = tmp_path / "model"
+    assert main(["--quiet", "fit", str(store_dir), "--out", str(out), "--epochs", "1"]) == 2
+    assert re.search(
+        r"--warmup-epochs 5 exceeds --epochs 1; pass --warmup-epochs 0 \(or at most 1\)",
+        capsys.readouterr().err,
     )
-    try:
-        deadline = time.monotonic() + 300
-        while not _saved(out) and proc.poll() is None:
-            assert time.monotonic() < deadline, "fit saved no checkpoint"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, err.decode()
-    killed_at = _progress(out)
-    assert killed_at["updates_total"] < 12, "the run finished before it was killed"
-    load_checkpoint(out)  # every save is a complete checkpoint
-
-    config = FitConfig(
-        epochs=2,
-        warmup_epochs=1,
-        batch_size=4,
-        seq_len=4,
-        updates_per_epoch=6,
-        start_bank_size=16,
-        start_context=4,
-        checkpoint_every_minutes=0.0,
-    )
-    dreamenv.fit(store_dir, out, preset="tiny", config=config, progress=False)
-    assert _progress(out) == {"epoch": 2, "update": 0, "updates_total": 12}
-    rows = _metrics(out)
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert [int(r["updates"]) for r in rows] == [6, 12]
-    assert [r["phase"] for r in rows] == ["warmup", "joint"]
-    for column in VAL_COLUMNS:
-        assert all(r[column] != "" for r in rows)
-    ckpt = load_checkpoint(out)
-    assert ckpt.config["training"]["epochs_done"] == 2
+    assert not out.exists()
 
 
-def test_fit_killed_during_its_first_save_resumes(
-    store_dir: Path, tmp_path: Path, tiny_fit_config: FitConfig, monkeypatch: pytest.MonkeyPatch
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / WEIGHTS_FILE))
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+    oa, ob = load_file(str(a / OPTIMIZER_FILE)), load_file(str(b / OPTIMIZER_FILE))
+    assert oa.keys() == ob.keys() and all(torch.equal(oa[k], ob[k]) for k in oa)
+    assert _metrics(a) == _metrics(b)
+
+
+def test_fit_interrupted_in_a_save_resumes_the_same_run(
+    store_dir: Path,
+    checkpoint_dir: Path,
+    tmp_path: Path,
+    tiny_fit_config: FitConfig,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fit_module = importlib.import_module("dreamenv.train.fit")  # the package exports fit()
-    real_write_json = fit_module.write_json
+    real_write = fit_module._write_optimizer
+    calls = []
 
-    def killed_before_state(path: Path, data: dict) -> None:
-        if Path(path).name == STATE_FILE and data.get("saved"):
-            raise KeyboardInterrupt("killed")  # dies after the checkpoint, before its state
-        real_write_json(path, data)
+    def killed_in_second_save(path: Path, optimizer) -> None:
+        calls.append(path)
+        if len(calls) == 2:  # the set of epoch 2 half written: weights, bank, no optimizer
+            raise KeyboardInterrupt("killed")
+        real_write(path, optimizer)
 
     out = tmp_path / "model"
-    monkeypatch.setattr(fit_module, "write_json", killed_before_state)
+    monkeypatch.setattr(fit_module, "_write_optimizer", killed_in_second_save)
     with pytest.raises(KeyboardInterrupt):
         dreamenv.fit(store_dir, out, preset="tiny", config=tiny_fit_config, progress=False)
-    monkeypatch.setattr(fit_module, "write_json", real_write_json)
-    assert (out / CONFIG_FILE).is_file() and not _saved(out)
+    monkeypatch.setattr(fit_module, "_write_optimizer", real_write)
+    assert _progress(out)["epoch"] == 1  # the first save, whole
+    assert load_checkpoint(out).config["training"]["epochs_done"] == 1
 
     dreamenv.fit(store_dir, out, preset="tiny", config=tiny_fit_config, progress=False)
     assert _progress(out)["epoch"] == tiny_fit_config.epochs
+    _assert_same_run(out, checkpoint_dir)
+
+
+KILLED = FitConfig(
+    epochs=3,
+    warmup_epochs=1,
+    batch_size=4,
+    seq_len=4,
+    updates_per_epoch=6,
+    start_bank_size=16,
+    start_context=4,
+    checkpoint_every_minutes=0.0,  # a save after every update
+)
+"""The run that :func:`test_fit_killed_with_sigkill_resumes_the_same_run` kills."""
+
+
+def _fit_to_be_killed(store: str, out: str) -> None:
+    """The killed run, in a child process forked from a server that imported dreamenv."""
+    torch.set_num_threads(1)
+    dreamenv.fit(store, out, preset="tiny", config=KILLED, progress=False)
+
+
+def _saved_updates(out: Path) -> int:
+    """Updates of the last save in ``out`` (-1 before the first), read as a loader would."""
+    try:
+        return json.loads(set_file(out, STATE_FILE).read_text())["progress"]["updates_total"]
+    except (OSError, AttributeError, ValueError):
+        return -1
+
+
+def _assert_one_save(out: Path) -> None:
+    """``out`` loads, and its files are of one save, whenever it has a config."""
+    config = set_file(out, CONFIG_FILE)
+    if config is None or not config.is_file():
+        return
+    ckpt = load_checkpoint(out)
+    state = json.loads(set_file(out, STATE_FILE).read_text())
+    assert ckpt.config["training"]["updates"] == state["progress"]["updates_total"]
+    assert ckpt.config["training"]["epochs_done"] == state["progress"]["epoch"]
+
+
+def test_fit_killed_with_sigkill_resumes_the_same_run(store_dir: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    uninterrupted = dataclasses.replace(KILLED, checkpoint_every_minutes=10.0)
+    dreamenv.fit(store_dir, reference, preset="tiny", config=uninterrupted, progress=False)
+
+    out = tmp_path / "model"
+    rng = random.Random(0)
+    processes = multiprocessing.get_context("forkserver")
+    processes.set_forkserver_preload(
+        ["dreamenv", "torch._dynamo"]
+    )  # imported once (Adam needs dynamo)
+    kills = 0
+    for attempt in range(5):
+        before = _saved_updates(out)
+        proc = processes.Process(target=_fit_to_be_killed, args=(str(store_dir), str(out)))
+        proc.start()
+        try:
+            deadline = time.monotonic() + 120
+            # the first kill may land before the first save; the others after some progress
+            while attempt and _saved_updates(out) <= before and proc.is_alive():
+                assert time.monotonic() < deadline, "fit saved nothing"
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 1.0 if attempt == 0 else 0.06))
+            proc.kill()
+        finally:
+            proc.join(60)
+        assert proc.exitcode in (0, -signal.SIGKILL), f"fit failed: exit code {proc.exitcode}"
+        kills += proc.exitcode == -signal.SIGKILL
+        _assert_one_save(out)
+    assert kills >= 4, "the run finished before it was killed"
+
+    dreamenv.fit(store_dir, out, preset="tiny", config=KILLED, progress=False)
+    assert _progress(out) == {"epoch": 3, "update": 0, "updates_total": 18}
+    _assert_same_run(out, reference)

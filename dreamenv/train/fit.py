@@ -2,10 +2,13 @@
 
 The output directory is a complete checkpoint at every save (``config.json``,
 ``weights.safetensors``, ``start_bank.npz``), plus the trainer's own files:
-``trainer_state.json`` (progress), ``optimizer.safetensors`` and ``metrics.csv``
-(held-out metrics per epoch). A run killed at any point and started again with the same
-call continues from its last save; saves happen every ``checkpoint_every_epochs``
-epochs and every ``checkpoint_every_minutes`` minutes.
+``trainer_state.json`` (progress, settings, random states), ``optimizer.safetensors``
+and ``metrics.csv`` (held-out metrics per epoch). Each save writes the checkpoint and the
+trainer's state as one atomic set, so a run killed at any point (SIGKILL included) and
+started again with the same call continues from its last save, and ends with exactly the
+weights of a run never killed. Saves happen every ``checkpoint_every_epochs`` epochs and
+every ``checkpoint_every_minutes`` minutes. A continued run keeps its settings: a call
+that changes one (see :class:`FitConfig`) is a :class:`ConfigError`.
 
 Example:
     >>> fit("runs/pong/data", "runs/pong/model", preset="small", config=FitConfig(epochs=10))
@@ -13,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import io
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dreamenv.atomic_files import write_atomic, write_json
+from dreamenv.atomic_files import finish_file_set, write_atomic
 from dreamenv.checkpoint import (
     CONFIG_FILE,
     config_from_dict,
@@ -39,16 +43,24 @@ from dreamenv.checkpoint import (
 from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_episodes
 from dreamenv.data.store import EpisodeStore
 from dreamenv.errors import CheckpointError, ConfigError
-from dreamenv.models.base import WorldModel, build_model
+from dreamenv.models.base import WorldModel, build_model, get_family, resolve_config
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.csv"
+FREE_FIELDS = ("checkpoint_every_epochs", "checkpoint_every_minutes", "device")
+"""The FitConfig fields a continued run may change (besides ``epochs``, which may grow)."""
 
 
 @dataclass(frozen=True)
 class FitConfig:
-    """How a world model is trained (family-agnostic)."""
+    """How a world model is trained (family-agnostic).
+
+    A run continued in the same directory keeps these settings: ``epochs`` may grow (to
+    train on), ``checkpoint_every_epochs``, ``checkpoint_every_minutes`` and ``device``
+    may change (they do not change what is learnt); any other change is a
+    :class:`ConfigError` (start the new run in another directory).
+    """
 
     epochs: int = 20
     """Total epochs, warm-up included."""
@@ -118,7 +130,7 @@ def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, t
     return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
 
 
-def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+def _write_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     from safetensors.torch import save_file
 
     state = optimizer.state_dict()
@@ -132,7 +144,7 @@ def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
                 scalars[key] = value
     groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
     meta = {"param_groups": json.dumps(groups), "scalars": json.dumps(scalars)}
-    write_atomic(path, lambda p: save_file(tensors, str(p), metadata=meta))
+    save_file(tensors, str(path), metadata=meta)
 
 
 def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -183,6 +195,104 @@ class _MetricsLog:
         write_atomic(self.path, lambda p: p.write_text(buf.getvalue()))
 
 
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err}); the file is damaged. Delete the directory's "
+            "trainer files to keep the model but restart training, or use another directory."
+        ) from err
+    if not isinstance(state, dict) or not isinstance(state.get("progress"), dict):
+        raise CheckpointError(f"{path} is not a dreamenv trainer state (no 'progress').")
+    return state
+
+
+def _changed_settings(
+    state: dict[str, Any],
+    previous: dict[str, Any],
+    family: str,
+    preset: str,
+    overrides: dict[str, Any] | None,
+    config: FitConfig,
+) -> list[str]:
+    """The settings of this call that differ from the saved run's, described."""
+    changes: list[str] = []
+
+    def differ(name: str, saved: Any, new: Any, note: str = "") -> None:
+        changes.append(f"{name}={saved!r} then, {new!r} now{note}")
+
+    if "preset" in state and state["preset"] != preset:
+        differ("preset", state["preset"], preset)
+    if "model_overrides" in state:
+        if state["model_overrides"] != _jsonable(overrides or {}):
+            differ("model_overrides", state["model_overrides"], _jsonable(overrides or {}))
+    elif not changes:  # saved by an earlier version: compare the model settings they give
+        cls = get_family(family)
+        saved_model = dataclasses.asdict(
+            config_from_dict(cls.config_class, previous["model_config"])
+        )
+        new_model = dataclasses.asdict(resolve_config(family, preset, overrides))
+        for name in sorted(saved_model):
+            if _jsonable(saved_model[name]) != _jsonable(new_model[name]):
+                differ(f"model setting {name}", saved_model[name], new_model[name])
+    saved_fit = state.get("fit_config") or {}
+    new_fit = _jsonable(dataclasses.asdict(config))
+    for name in [n for n in new_fit if n in saved_fit and n not in FREE_FIELDS]:
+        if name == "epochs":
+            if new_fit[name] < saved_fit[name]:
+                differ(name, saved_fit[name], new_fit[name], " (epochs may only grow)")
+        elif new_fit[name] != saved_fit[name]:
+            differ(name, saved_fit[name], new_fit[name])
+    return changes
+
+
+def _encode_bytes(tensor: torch.Tensor) -> str:
+    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _decode_bytes(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def _random_state(sampler: SequenceSampler, device: torch.device) -> dict[str, Any]:
+    """The random states a continued run needs to draw what this run would have drawn."""
+    state = {
+        "torch": _encode_bytes(torch.get_rng_state()),
+        "sampler": sampler.rng.bit_generator.state,
+    }
+    if device.type == "cuda":
+        state["cuda"] = _encode_bytes(torch.cuda.get_rng_state(device))
+    return state
+
+
+def _restore_random_state(
+    state: dict[str, Any], device: torch.device, path: Path
+) -> np.random.Generator | None:
+    """Set torch's random states from ``state``; the sampler's generator, if saved."""
+    try:
+        torch.set_rng_state(_decode_bytes(state["torch"]))
+        if device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(_decode_bytes(state["cuda"]), device)
+        if "sampler" not in state:
+            return None
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["sampler"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path} holds an unusable random state ({err}); the file is damaged. Continue "
+            "in a copy without trainer_state.json to keep the model, or use another directory."
+        ) from err
+    return rng
+
+
 def fit(
     store: str | Path,
     out: str | Path,
@@ -197,8 +307,8 @@ def fit(
 
     Args:
         store: an episode store directory (``dreamenv collect``).
-        out: the checkpoint directory to write; if it holds an unfinished run of the same
-            family and game, training continues from its last save.
+        out: the checkpoint directory to write; if it holds a run of the same family and
+            game, training continues from its last save (to ``config.epochs``).
         family: the world-model family (``"discrete"``).
         preset: the family's size preset (``"small"``, ``"paper"``).
         model_overrides: model config fields to override.
@@ -207,6 +317,10 @@ def fit(
 
     Returns:
         ``out``, a checkpoint directory loadable by ``gym.make("dreamenv/Dream-v0", checkpoint=out)``.
+
+    Raises:
+        ConfigError: ``out`` holds a run started with other settings (see :class:`FitConfig`).
+        CheckpointError: ``out`` holds a model of another family or game, or damaged files.
     """
     config = config or FitConfig()
     out = Path(out)
@@ -221,21 +335,33 @@ def fit(
     bank = build_start_bank(
         train_eps, config.start_bank_size, config.start_context, stack, seed=config.seed
     )
+    if out.is_dir():
+        finish_file_set(out)  # a save killed while moving its files into place
     state_path = out / STATE_FILE
     progress_state = {"epoch": 0, "update": 0, "updates_total": 0}
-    saved_before = state_path.is_file() and json.loads(state_path.read_text()).get("saved", True)
-    if saved_before and (out / CONFIG_FILE).is_file():
+    state = _read_state(state_path)
+    saved_state: dict[str, Any] = {}
+    if state is not None and state.get("saved", True) and (out / CONFIG_FILE).is_file():
         previous = read_config(out)
         if previous["family"] != family or previous["spec"] != data.spec.to_dict():
             raise CheckpointError(
                 f"{str(out)!r} holds a {previous['family']!r} model of {previous['spec']['game']!r}; "
                 f"this run trains {family!r} on {data.spec.game!r}. Use another output directory."
             )
-        ckpt = load_checkpoint(out, device)
-        model: WorldModel = ckpt.model
-        progress_state = json.loads(state_path.read_text())["progress"]
+        changes = _changed_settings(state, previous, family, preset, model_overrides, config)
+        if changes:
+            done = state["progress"]["epoch"]
+            raise ConfigError(
+                f"{str(out)!r} holds a run ({done} epochs trained) started with other settings: "
+                f"{'; '.join(changes)}. A continued run keeps its settings (epochs may grow; "
+                f"{', '.join(FREE_FIELDS)} may change). Pass the saved values to continue it, "
+                "or another output directory (--out) to start a new run."
+            )
+        model: WorldModel = load_checkpoint(out, device).model
+        progress_state = state["progress"]
+        saved_state = state
     else:
-        if (out / CONFIG_FILE).is_file() and not state_path.is_file():
+        if (out / CONFIG_FILE).is_file() and state is None:
             raise CheckpointError(
                 f"{str(out)!r} already holds a finished checkpoint without trainer state; "
                 "choose another output directory."
@@ -243,9 +369,6 @@ def fit(
         model = build_model(
             family, preset, data.spec, len(data.action_meanings), model_overrides
         ).to(device)
-        # marks the directory as this run's before its first save: a run killed during
-        # that save starts afresh when called again
-        write_json(state_path, {"progress": progress_state, "saved": False})
     window = model.window_steps(config.seq_len)
     sampler = SequenceSampler(
         train_eps, stack, window, seed=config.seed, reward_windows=config.reward_windows
@@ -257,31 +380,45 @@ def fit(
     resumes = progress_state["updates_total"] > 0 and progress_state["epoch"] < config.epochs
     if resumes and (out / OPTIMIZER_FILE).is_file():  # a finished run has nothing to train
         _load_optimizer(out / OPTIMIZER_FILE, optimizer)
+    saved_rng = None
+    if resumes and "random" in saved_state:
+        saved_rng = _restore_random_state(saved_state["random"], device, state_path)
     metrics = _MetricsLog(out / METRICS_FILE)
     per_epoch = config.updates_per_epoch or max(
         1, sampler.num_steps // (config.batch_size * window)
     )
     last_save = time.monotonic()
+    losses: list[float] = list(saved_state.get("epoch_losses", [])) if resumes else []
 
     def save(epoch: int, update: int, total: int) -> None:
         nonlocal last_save
+        trainer_state = {
+            "progress": {"epoch": epoch, "update": update, "updates_total": total},
+            "saved": True,
+            "family": family,
+            "preset": preset,
+            "model_overrides": _jsonable(model_overrides or {}),
+            "fit_config": dataclasses.asdict(config),
+            "epoch_losses": losses if update else [],
+            "random": _random_state(sampler, device),
+        }
+        text = json.dumps(trainer_state, indent=2, sort_keys=True) + "\n"
         save_checkpoint(
             out,
             model,
             bank,
             data.action_meanings,
             extra={
-                "training": {"store": str(store), "steps": data.num_steps, "epochs_done": epoch}
+                "training": {
+                    "store": str(store),
+                    "steps": data.num_steps,
+                    "epochs_done": epoch,
+                    "updates": total,
+                }
             },
-        )
-        _save_optimizer(out / OPTIMIZER_FILE, optimizer)
-        write_json(
-            state_path,
-            {
-                "progress": {"epoch": epoch, "update": update, "updates_total": total},
-                "saved": True,
-                "fit_config": dataclasses.asdict(config),
-                "preset": preset,
+            files={
+                OPTIMIZER_FILE: lambda p: _write_optimizer(p, optimizer),
+                STATE_FILE: lambda p: p.write_text(text),
             },
         )
         last_save = time.monotonic()
@@ -296,7 +433,10 @@ def fit(
         base_lr = config.warmup_lr if phase == "warmup" else config.lr
         for group, scale in zip(optimizer.param_groups, scales, strict=True):
             group["lr"] = base_lr * scale
-        sampler.rng = np.random.default_rng([config.seed, epoch, update])
+        if update and saved_rng is not None:  # mid-epoch: where the killed run stood
+            sampler.rng = saved_rng
+        else:
+            sampler.rng = np.random.default_rng([config.seed, epoch, update])
         model.train()
         bar = tqdm(
             total=per_epoch,
@@ -305,7 +445,6 @@ def fit(
             disable=not progress,
             leave=False,
         )
-        losses = []
         while update < per_epoch:
             batch = _to_torch(sampler.sample(config.batch_size), device)
             out_losses = model.loss(batch, phase, total)
@@ -334,7 +473,7 @@ def fit(
         }
         row.update({f"val_{k}": float(np.mean([v[k] for v in vals])) for k in vals[0]})
         metrics.append(row)
-        epoch, update = epoch + 1, 0
+        epoch, update, losses = epoch + 1, 0, []
         if progress:
             tqdm.write(
                 " ".join(
