@@ -260,6 +260,22 @@ def test_fit_refuses_other_model_settings_of_a_run_saved_without_them(
         )
 
 
+def test_fit_continues_a_run_saved_by_the_previous_version(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    state = _state(run_dir)
+    for key in ("family", "model_overrides", "random", "epoch_losses"):
+        del state[key]
+    (run_dir / STATE_FILE).write_text(json.dumps(state))
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    del config["files"]
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config))
+    assert load_checkpoint(run_dir).config["training"]["epochs_done"] == 2
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=_more(tiny_fit_config), progress=False)
+    assert _progress(run_dir) == {"epoch": 3, "update": 0, "updates_total": 9}
+    assert set(_state(run_dir)) >= {"family", "model_overrides", "random"}
+
+
 def test_fit_continues_with_other_save_intervals(
     run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
 ) -> None:

@@ -195,6 +195,12 @@ class _MetricsLog:
         write_atomic(self.path, lambda p: p.write_text(buf.getvalue()))
 
 
+_NEW_RUN = (
+    "Restore the directory from a copy, or start a new run in another output directory "
+    "(the model itself still loads with load_checkpoint)."
+)
+
+
 def _jsonable(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists)."""
     return json.loads(json.dumps(value))
@@ -207,8 +213,8 @@ def _read_state(path: Path) -> dict[str, Any] | None:
         state = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(
-            f"{path} is not valid JSON ({err}); the file is damaged. Delete the directory's "
-            "trainer files to keep the model but restart training, or use another directory."
+            f"{path} is not valid JSON ({err}); the file is damaged, so the run cannot continue. "
+            f"{_NEW_RUN}"
         ) from err
     if not isinstance(state, dict) or not isinstance(state.get("progress"), dict):
         raise CheckpointError(f"{path} is not a dreamenv trainer state (no 'progress').")
@@ -287,8 +293,8 @@ def _restore_random_state(
         rng.bit_generator.state = state["sampler"]
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
-            f"{path} holds an unusable random state ({err}); the file is damaged. Continue "
-            "in a copy without trainer_state.json to keep the model, or use another directory."
+            f"{path} holds an unusable random state ({err}); the file is damaged, so the run "
+            f"cannot continue exactly. {_NEW_RUN}"
         ) from err
     return rng
 
