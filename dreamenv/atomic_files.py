@@ -58,7 +58,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then move the result to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ def finish_file_set(directory: Path) -> None:
 
 def write_file_set(
     directory: Path,
-    writers: Mapping[str, Callable[[Path], None]],
+    writers: Mapping[str, Callable[[Path], object]],
     remove: Iterable[str] = (),
 ) -> None:
     """Write the files ``{name: write(tmp_path)}`` into ``directory`` as one atomic set.

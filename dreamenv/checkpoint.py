@@ -105,7 +105,7 @@ def save_checkpoint(
     start_bank: StartBank,
     action_meanings: tuple[str, ...],
     extra: dict[str, Any] | None = None,
-    files: Mapping[str, Callable[[Path], None]] | None = None,
+    files: Mapping[str, Callable[[Path], object]] | None = None,
 ) -> Path:
     """Write ``model`` and ``start_bank`` to the directory ``path`` as one atomic set.
 
@@ -129,7 +129,7 @@ def save_checkpoint(
                 f, frames=start_bank.frames, actions=start_bank.actions, stack=start_bank.stack
             )
 
-    writers: dict[str, Callable[[Path], None]] = {
+    writers: dict[str, Callable[[Path], object]] = {
         WEIGHTS_FILE: lambda p: save_file(tensors, str(p)),
         BANK_FILE: write_bank,
         **(files or {}),

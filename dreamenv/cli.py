@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,12 +75,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"error: --set takes KEY=VALUE (such as jump=4), got {item!r}.")
+        parsed: Any
         try:
-            overrides[key] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            overrides[key] = value
-        if isinstance(overrides[key], list):
-            overrides[key] = tuple(overrides[key])
+            parsed = value
+        overrides[key] = tuple(parsed) if isinstance(parsed, list) else parsed
     return overrides
 
 
@@ -249,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.preset not in LOOP_PRESETS:
         raise SystemExit(f"error: --preset must be one of {sorted(LOOP_PRESETS)}")
     config: LoopConfig = LOOP_PRESETS[args.preset]
-    overrides = {
+    overrides: dict[str, Any] = {
         name: value
         for name, value in (
             ("iterations", args.iterations),

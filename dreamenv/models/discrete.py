@@ -142,6 +142,11 @@ class VectorQuantizer(nn.Module):
     warm-up): see :meth:`DiscreteWorldModel.loss`.
     """
 
+    codebook: torch.Tensor
+    cluster_size: torch.Tensor
+    embed_sum: torch.Tensor
+    initialized: torch.Tensor
+
     def __init__(self, num_codes: int, dim: int, decay: float, dead_usage: float = 1.0) -> None:
         super().__init__()
         self.decay = decay
