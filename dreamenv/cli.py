@@ -3,8 +3,8 @@
 Example:
     $ dreamenv collect pong --out runs/pong/data --steps 20000
     $ dreamenv fit runs/pong/data --out runs/pong/model --preset small --epochs 20
-    $ dreamenv dream runs/pong/model --out runs/pong/agent.zip --steps 200000
-    $ dreamenv evaluate runs/pong/model runs/pong/agent.zip --episodes 32
+    $ dreamenv dream runs/pong/model --out runs/pong/agent --steps 200000
+    $ dreamenv evaluate runs/pong/model runs/pong/agent --episodes 32
 """
 
 from __future__ import annotations
