@@ -421,23 +421,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a model setting (repeatable), e.g. --set jump=4 --set stochastic=categorical",
     )
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--warmup-epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup-lr", type=float, default=1e-3)
-    p.add_argument("--updates-per-epoch", type=int, default=0, help="0: one pass over the data")
-    p.add_argument(
-        "--reward-windows",
-        type=float,
-        default=0.0,
-        help="share of each batch holding a real reward (sparse-reward games)",
-    )
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    p.add_argument("--start-bank", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    from dreamenv.train.fit import FitConfig
+
+    fit_defaults = FitConfig()
+    for flag, field, kind, note in (
+        ("--epochs", "epochs", int, "total epochs, warm-up included"),
+        ("--warmup-epochs", "warmup_epochs", int, "epochs of representation warm-up"),
+        ("--batch-size", "batch_size", int, "sequences per update"),
+        ("--seq-len", "seq_len", int, "model steps per sequence"),
+        ("--lr", "lr", float, "learning rate"),
+        ("--warmup-lr", "warmup_lr", float, "learning rate of the warm-up"),
+        ("--updates-per-epoch", "updates_per_epoch", int, "0: one pass over the data"),
+        (
+            "--reward-windows",
+            "reward_windows",
+            float,
+            "share of each batch holding a real reward (sparse-reward games)",
+        ),
+        ("--checkpoint-minutes", "checkpoint_every_minutes", float, "also save this often"),
+        ("--start-bank", "start_bank_size", int, "real starts saved for dream episodes"),
+        ("--seed", "seed", int, "seeds initialisation and sampling"),
+        ("--device", "device", str, "torch device"),
+    ):
+        default = getattr(fit_defaults, field)
+        p.add_argument(flag, type=kind, default=default, help=f"{note} (default {default})")
     p.set_defaults(run=_cmd_fit)
 
     p = sub.add_parser("info", help="describe a checkpoint (parameter counts per part)")

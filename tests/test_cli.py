@@ -297,3 +297,22 @@ def test_dream_killed_anywhere_keeps_the_saved_agent(checkpoint_dir: Path, tmp_p
     assert load_agent(out).num_timesteps == steps[-1] + 100
     names = sorted(os.listdir(out))
     assert len(names) == 3 and names[0] == "agent.json", names  # nothing a kill left behind
+
+
+def test_fit_flags_default_to_fitconfig(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line restates no default: a bare `dreamenv fit` trains FitConfig()."""
+    import importlib
+
+    from dreamenv import FitConfig
+
+    fit_module = importlib.import_module("dreamenv.train.fit")  # the package exports fit()
+    seen: list[FitConfig] = []
+
+    def capture(store, out, **kwargs):
+        seen.append(kwargs["config"])
+        raise _Stop
+
+    monkeypatch.setattr(fit_module, "fit", capture)
+    with pytest.raises(_Stop):
+        main(["fit", "store", "--out", "model"])
+    assert seen == [FitConfig()]
