@@ -345,3 +345,11 @@ def test_quickstart_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     out = capsys.readouterr().out
     assert "| trained in the dream | 2 |" in out and "| random | 2 |" in out
     assert "two-sided p" in out and Path(result["report"]).is_file()
+
+
+def test_the_atari100k_preset_counts_the_papers_real_steps() -> None:
+    from dreamenv.train.loop import LOOP_PRESETS
+
+    config = LOOP_PRESETS["atari100k"]
+    assert config.total_steps == 102_400 == 12_800 + 14 * 6_400
+    assert config.with_budget(100_000).total_steps == 96_000  # whole iterations only

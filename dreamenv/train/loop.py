@@ -51,7 +51,8 @@ PAPER_ROLLOUTS = (1000,) * 7 + (2000,) + (1000,) * 3 + (2000,) + (1000,) * 2 + (
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Settings of the iterative loop (defaults: the paper's ``atari100k`` protocol)."""
+    """Settings of the iterative loop (defaults: the paper's ``atari100k`` protocol, 102,400
+    real steps)."""
 
     iterations: int = 15
     """Iterations of collect, fit, dream, evaluate."""
@@ -148,7 +149,9 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         device="cpu",
     ),
 }
-"""``atari100k``: the paper's protocol (meant for a GPU). ``quick``: scaled down for 2 CPU
+"""``atari100k``: the paper's protocol (meant for a GPU): 12,800 random real steps, then 14
+iterations of 6,400 with the policy, 102,400 real steps in all, as the paper counts its
+"100K" (``LoopConfig().total_steps``; ``with_budget(100_000)`` stops at 96,000). ``quick``: scaled down for 2 CPU
 cores (the quickstart: about 9 minutes on an idle one): one iteration of 100K random real
 steps of 64x64 frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE
 warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
