@@ -31,7 +31,7 @@ from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
-from dreamenv.models.common import sample_categorical
+from dreamenv.models.common import reward_classes, sample_categorical
 from dreamenv.random_streams import BatchRandom
 
 
@@ -494,7 +494,7 @@ class DiscreteWorldModel(WorldModel):
             .mean((1, 2))
             .view_as(mask)
         )
-        reward_class = batch["rewards"].clamp(-1, 1).round().long() + 1
+        reward_class = reward_classes(batch["rewards"])
         reward_ce = F.cross_entropy(
             reward_logits.flatten(0, 1), reward_class.flatten(), reduction="none"
         ).view_as(mask)
