@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
-from dreamenv.envs.atari import FrameStacker, make_ale_vector
+from dreamenv.envs.atari import make_ale_vector
 from dreamenv.inspection import open_loop
 
 PANEL = 192
@@ -26,23 +26,31 @@ def play_real(
     checkpoint: Checkpoint, steps: int, seed: int = 0, policy=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Real stacked observations ``(T+1, stack, S, S)`` and actions ``(T,)`` of one episode
-    (shorter than ``steps`` if the game ends); random actions unless ``policy`` is given."""
+    (shorter than ``steps`` if the game ends); random actions unless ``policy`` is given (a
+    collection :data:`~dreamenv.data.collect.Policy`, fed what ``Real-v0`` shows it)."""
+    from dreamenv.envs.real import RealObservations
+
     spec = checkpoint.spec
     env = make_ale_vector(spec, 1, autoreset_mode="NextStep")
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
-    stacker = FrameStacker(1, spec.frame_stack, spec.screen_size)
-    stacks = [stacker.reset(obs[:, 0]).copy()]
+    make_observations = getattr(policy, "observations", None)
+    observations = (
+        make_observations(1, spec) if make_observations is not None else RealObservations(1, spec)
+    )
+    observations.start(obs[:, 0])
+    stacks = [observations.stacks.copy()]
     actions = []
     for _ in range(steps):
         if policy is None:
             action = rng.integers(0, checkpoint.model.num_actions, size=1)
         else:
-            action = policy(stacker.buffer, rng)
+            action = policy(observations.observe(), rng)
         obs, _, terminated, truncated, _ = env.step(action.astype(np.int64))
         if terminated[0] or truncated[0]:
             break
-        stacks.append(stacker.push(obs[:, 0]).copy())
+        observations.advance(obs[:, 0], action)
+        stacks.append(observations.stacks.copy())
         actions.append(int(action[0]))
     env.close()
     return np.concatenate(stacks), np.array(actions, dtype=np.int64)

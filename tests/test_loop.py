@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dreamenv import AtariSpec, ConfigError, DatasetError, FitConfig
@@ -259,6 +260,30 @@ def test_video_has_three_panels_per_step(checkpoint_dir: Path, tmp_path: Path) -
     image = Image.open(out)
     assert image.n_frames == 6
     assert image.size[0] == 3 * image.size[1] - 3 * 18  # real | imagined | latent indices
+
+
+def test_video_with_an_agent_feeds_it_real_v0_observations(
+    checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    """The agent of `dreamenv video --agent` acts on what Real-v0 shows it (not raw stacks)."""
+    from dreamenv import DreamVectorEnv
+    from dreamenv.sb3 import AgentPolicy, make_agent, save_agent, wrap
+    from dreamenv.video import record_video
+
+    agent = make_agent("ppo", wrap(DreamVectorEnv(checkpoint_dir, 2)), n_steps=8, batch_size=16)
+    save_agent(agent, tmp_path / "agent")
+    seen: list[np.ndarray] = []
+
+    class Recording(AgentPolicy):
+        def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            seen.append(obs)
+            return super().__call__(obs, rng)
+
+    policy = Recording(tmp_path / "agent", checkpoint_dir)
+    record_video(checkpoint_dir, tmp_path / "v.gif", steps=4, burn_in=2, policy=policy)
+    assert seen and all(obs.shape == (1, *agent.observation_space.shape) for obs in seen)
+    assert main(["video", str(checkpoint_dir), "--out", str(tmp_path / "w.gif"), "--steps", "3",
+                 "--burn-in", "2", "--agent", str(tmp_path / "agent")]) == 0
 
 
 def test_inspect_rows_and_files(checkpoint_dir: Path, store_dir: Path, tmp_path: Path) -> None:
