@@ -152,7 +152,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
 """``atari100k``: the paper's protocol (meant for a GPU): 12,800 random real steps, then 14
 iterations of 6,400 with the policy, 102,400 real steps in all, as the paper counts its
 "100K" (``LoopConfig().total_steps``; ``with_budget(100_000)`` stops at 96,000). ``quick``: scaled down for 2 CPU
-cores (the quickstart: 6 min 20 s on the Xeon with AMX, 16 min 34 s on the AMD EPYC machine): one iteration of 100K random real
+cores (the quickstart: 6 min 20 s on the machine of earlier sessions, 16 min 34 s on an AMD EPYC): one iteration of 100K random real
 steps of 64x64 frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE
 warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
 that end only at the horizon (as in the paper); pass ``--iterations 2`` (or more) to go on
