@@ -28,16 +28,13 @@ def play_real(
     """Real stacked observations ``(T+1, stack, S, S)`` and actions ``(T,)`` of one episode
     (shorter than ``steps`` if the game ends); random actions unless ``policy`` is given (a
     collection :data:`~dreamenv.data.collect.Policy`, fed what ``Real-v0`` shows it)."""
-    from dreamenv.envs.real import RealObservations
+    from dreamenv.envs.real import observations_for
 
     spec = checkpoint.spec
     env = make_ale_vector(spec, 1, autoreset_mode="NextStep")
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
-    make_observations = getattr(policy, "observations", None)
-    observations = (
-        make_observations(1, spec) if make_observations is not None else RealObservations(1, spec)
-    )
+    observations = observations_for(policy, 1, spec)
     observations.start(obs[:, 0])
     stacks = [observations.stacks.copy()]
     actions = []

@@ -106,14 +106,9 @@ def collect(
     rng = np.random.default_rng([seed, len(store.chunk_paths)])
     obs, _ = env.reset(seed=int(rng.integers(2**31 - num_envs)))
     frames = obs[:, 0]
-    from dreamenv.envs.real import RealObservations  # the envs import the data modules
+    from dreamenv.envs.real import observations_for  # the envs import the data modules
 
-    make_observations = getattr(policy, "observations", None)
-    observations = (
-        make_observations(num_envs, spec)
-        if make_observations is not None
-        else RealObservations(num_envs, spec)
-    )
+    observations = observations_for(policy, num_envs, spec)
     observations.start(frames)
     builders = [_EpisodeBuilder(f) for f in frames]
     pending: list[Episode] = []

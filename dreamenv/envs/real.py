@@ -159,6 +159,13 @@ class RealObservations:
         return self.filter.observe(self.stacker.buffer, index)
 
 
+def observations_for(policy: Any, num_envs: int, spec: AtariSpec) -> RealObservations:
+    """The observation path a collection policy acts on: its own (``policy.observations``,
+    as :class:`~dreamenv.sb3.agent_policy.AgentPolicy` has) or the stacked frames."""
+    make = getattr(policy, "observations", None)
+    return make(num_envs, spec) if make is not None else RealObservations(num_envs, spec)
+
+
 def _ale_seed(seed: int | None, generator: np.random.Generator | None = None) -> int:
     gen = generator if generator is not None else seeding.np_random(seed)[0]
     return int(gen.integers(0, 2**31 - 1))
@@ -223,12 +230,6 @@ class RealVectorEnv(AutoresetVectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._next_frames: np.ndarray | None = None  # first frames of games ale restarted
         self._chunk_stacks: np.ndarray | None = None  # a chunk's observed stacks (jumpy)
-
-    def reset(
-        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset all games, or those of ``options["reset_mask"]``; ``seed`` seeds them."""
-        return super().reset(seed=seed, options=options)
 
     def reset_with_ale_seeds(
         self, ale_seeds: list[int], mask: np.ndarray | None = None
