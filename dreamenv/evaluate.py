@@ -6,11 +6,13 @@ A policy is a function from a batch of observations to actions, or an object wit
 Example:
     >>> returns = evaluate(agent, "runs/pong/model", episodes=32)
     >>> random = evaluate(random_policy(6), "runs/pong/model", episodes=32)
+    >>> stats = play_episodes(agent, "runs/pong/model")  # returns, clipped returns, lengths
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,6 +53,134 @@ def infer_obs_type(space: gym.Space, checkpoint: Checkpoint) -> str:
     )
 
 
+@dataclass(frozen=True)
+class EpisodeStats:
+    """Per-episode results of :func:`play_episodes`, in the order the episodes ended.
+
+    Example:
+        >>> stats = play_episodes(agent, "runs/pong/model", episodes=32)
+        >>> rate = stats.clipped_returns.sum() / stats.lengths.sum()  # clipped reward per step
+    """
+
+    returns: np.ndarray
+    """``(episodes,)`` float64: the sum of each episode's rewards (the real, unclipped game
+    rewards in the real env; the dream's own rewards in a dream env)."""
+    clipped_returns: np.ndarray
+    """``(episodes,)`` float64: the sum of the signs of each step's reward (the Atari
+    protocol's clipped units, those the dream's rewards are in)."""
+    lengths: np.ndarray
+    """``(episodes,)`` int64: agent steps of each episode."""
+
+
+def as_actor(
+    policy: PolicyLike, checkpoint: Checkpoint, obs_type: str | None, deterministic: bool
+) -> tuple[Callable[[np.ndarray], np.ndarray], str | None]:
+    """The action function of ``policy`` and the ``obs_type`` it observes (inferred from a
+    predictor's ``observation_space`` when ``obs_type`` is None and it has one).
+
+    Example:
+        >>> act, obs_type = as_actor(agent, checkpoint, None, deterministic=False)
+    """
+    if not isinstance(policy, Predictor):
+        return policy, obs_type
+    space = getattr(policy, "observation_space", None)
+    if obs_type is None and space is not None:
+        obs_type = infer_obs_type(space, checkpoint)
+    predictor = policy
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(predictor.predict(obs, deterministic=deterministic)[0])
+
+    return act, obs_type
+
+
+def play(
+    env: gym.vector.VectorEnv,
+    act: Callable[[np.ndarray], np.ndarray],
+    episodes: int,
+    *,
+    seed: int | None = 0,
+    max_steps: int | None = None,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> EpisodeStats:
+    """Play ``episodes`` episodes of ``env`` (a ``NextStep`` autoreset vector env, real or
+    dream) with ``act``; env ``i`` plays its fixed share, so short episodes are not favoured.
+
+    Example:
+        >>> stats = play(DreamVectorEnv("runs/pong/model", 16), random_policy(6), 16)
+    """
+    num_envs = env.num_envs
+    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    returns: list[float] = []
+    clipped: list[float] = []
+    lengths: list[int] = []
+    running = np.zeros(num_envs)
+    running_clipped = np.zeros(num_envs)
+    steps = np.zeros(num_envs, dtype=np.int64)
+    done_count = np.zeros(num_envs, dtype=np.int64)
+    restarting = np.zeros(num_envs, dtype=bool)  # NextStep: this step only starts a new game
+    cap = max_steps or np.iinfo(np.int64).max
+    obs, _ = env.reset(seed=seed)
+    bar = tqdm(total=episodes, desc=desc, unit="episode", disable=not progress)
+    while (done_count < quota).any():
+        obs, reward, terminated, truncated, _ = env.step(np.asarray(act(obs)))
+        running += reward
+        running_clipped += np.sign(reward)
+        steps += ~restarting
+        restarting = terminated | truncated
+        ended = restarting | (steps >= cap)
+        capped = ended & ~restarting
+        for i in np.flatnonzero(ended):
+            if done_count[i] < quota[i]:
+                returns.append(float(running[i]))
+                clipped.append(float(running_clipped[i]))
+                lengths.append(int(steps[i]))
+                done_count[i] += 1
+                bar.update(1)
+        running[ended] = 0.0
+        running_clipped[ended] = 0.0
+        steps[ended] = 0
+        if capped.any() and (done_count < quota).any():
+            obs, _ = env.reset(options={"reset_mask": capped})
+    bar.close()
+    return EpisodeStats(
+        returns=np.array(returns, dtype=np.float64),
+        clipped_returns=np.array(clipped, dtype=np.float64),
+        lengths=np.array(lengths, dtype=np.int64),
+    )
+
+
+def play_episodes(
+    policy: PolicyLike,
+    checkpoint: str | Path | Checkpoint,
+    *,
+    episodes: int = 32,
+    num_envs: int = 16,
+    obs_type: str | None = None,
+    seed: int = 0,
+    deterministic: bool = False,
+    max_steps: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> EpisodeStats:
+    """Returns, clipped returns and lengths of ``episodes`` whole real episodes played by
+    ``policy``; the arguments are :func:`evaluate`'s.
+
+    Example:
+        >>> stats = play_episodes(agent, "runs/pong/model", episodes=32)
+        >>> stats.returns.mean(), stats.lengths.mean()
+    """
+    ckpt = resolve_checkpoint(checkpoint, device, None)
+    act, obs_type = as_actor(policy, ckpt, obs_type, deterministic)
+    num_envs = max(1, min(num_envs, episodes))
+    env = RealVectorEnv(ckpt, num_envs, obs_type=obs_type, device=device)
+    try:
+        return play(env, act, episodes, seed=seed, max_steps=max_steps, progress=progress)
+    finally:
+        env.close()
+
+
 def evaluate(
     policy: PolicyLike,
     checkpoint: str | Path | Checkpoint,
@@ -64,7 +194,8 @@ def evaluate(
     device: str = "cpu",
     progress: bool = False,
 ) -> np.ndarray:
-    """Returns of ``episodes`` whole real episodes played by ``policy``.
+    """Returns of ``episodes`` whole real episodes played by ``policy`` (the ``returns`` of
+    :func:`play_episodes`, which also gives clipped returns and lengths).
 
     Args:
         policy: an object with SB3's ``predict`` (sampled unless ``deterministic``), such as
@@ -75,46 +206,18 @@ def evaluate(
         obs_type: inferred from the agent's observation space when None.
         max_steps: cap on an episode's agent steps (the game's own limit when None).
     """
-    ckpt = resolve_checkpoint(checkpoint, device, None)
-    act: Callable[[np.ndarray], np.ndarray]
-    if isinstance(policy, Predictor):
-        space = getattr(policy, "observation_space", None)
-        if obs_type is None and space is not None:
-            obs_type = infer_obs_type(space, ckpt)
-        predictor = policy
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            return np.asarray(predictor.predict(obs, deterministic=deterministic)[0])
-    else:
-        act = policy
-
-    num_envs = max(1, min(num_envs, episodes))
-    env = RealVectorEnv(ckpt, num_envs, obs_type=obs_type, device=device)
-    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    returns: list[float] = []
-    running = np.zeros(num_envs)
-    lengths = np.zeros(num_envs, dtype=np.int64)
-    done_count = np.zeros(num_envs, dtype=np.int64)
-    obs, _ = env.reset(seed=seed)
-    bar = tqdm(total=episodes, desc="evaluate", unit="episode", disable=not progress)
-    while (done_count < quota).any():
-        obs, reward, terminated, truncated, _ = env.step(np.asarray(act(obs)))
-        running += reward
-        lengths += 1
-        ended = terminated | truncated | (lengths >= (max_steps or np.iinfo(np.int64).max))
-        capped = ended & ~(terminated | truncated)
-        for i in np.flatnonzero(ended):
-            if done_count[i] < quota[i]:
-                returns.append(float(running[i]))
-                done_count[i] += 1
-                bar.update(1)
-        running[ended] = 0.0
-        lengths[ended] = 0
-        if capped.any():
-            obs, _ = env.reset(options={"reset_mask": capped})
-    bar.close()
-    env.close()
-    return np.array(returns)
+    return play_episodes(
+        policy,
+        checkpoint,
+        episodes=episodes,
+        num_envs=num_envs,
+        obs_type=obs_type,
+        seed=seed,
+        deterministic=deterministic,
+        max_steps=max_steps,
+        device=device,
+        progress=progress,
+    ).returns
 
 
 def random_policy(actions: int | gym.Space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
