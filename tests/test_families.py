@@ -256,3 +256,40 @@ def test_collection_feeds_the_agent_what_real_v0_shows(
         ended += int((terminated | truncated).sum())
     assert ended >= 2
     real.close()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_bfloat16_updates_and_dream_steps_stay_close_to_float32(
+    family: str, family_checkpoint, store_dir: Path
+) -> None:
+    """Under bfloat16 autocast a training loss and its gradients exist and stay finite and
+    near float32's, and a dream rollout keeps float32 state and valid observations."""
+    from dreamenv.data.sequences import SequenceSampler
+    from dreamenv.data.store import EpisodeStore
+    from dreamenv.precision import autocast
+
+    model = load_checkpoint(family_checkpoint(family)).model.train()
+    store = EpisodeStore.open(store_dir)
+    sampler = SequenceSampler(store.episodes(), store.spec.frame_stack, model.window_steps(4))
+    batch = {k: torch.as_tensor(v) for k, v in sampler.sample(4).items()}
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        with autocast(precision, "cpu"):  # type: ignore[arg-type]
+            out = model.loss(batch, "joint", 1)
+        out["loss"].backward()
+        assert out["loss"].dtype == torch.float32
+        assert all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()
+        )
+        losses[precision] = float(out["loss"].detach())
+        model.zero_grad()
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.1)
+    env = DreamVectorEnv(family_checkpoint(family), 2, precision="bfloat16")
+    env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, *_ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+        assert reward.dtype == np.float32 or reward.dtype == np.float64
+    state = env.get_state()["model_state"]
+    assert all(s.dtype != torch.bfloat16 for s in state)

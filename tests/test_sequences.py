@@ -77,3 +77,15 @@ def test_split_keeps_some_episodes_for_validation() -> None:
     train, val = split_episodes(episodes, 0.1)
     assert len(val) == 2 and len(train) == 18
     assert split_episodes(episodes[:1], 0.1) == (episodes[:1], episodes[:1])
+
+
+def test_life_loss_windows_mark_lost_lives_as_ends() -> None:
+    ep = episode(6)
+    ep.life_lost = np.array([False, True, False, False, False, False])
+    plain = SequenceSampler([ep], stack=2, seq_len=6).window(np.array([0]), np.array([0]))
+    lives = SequenceSampler([ep], stack=2, seq_len=6, life_loss=True).window(
+        np.array([0]), np.array([0])
+    )
+    assert plain["terminated"][0].tolist() == [False] * 5 + [True]
+    assert lives["terminated"][0].tolist() == [False, True, False, False, False, True]
+    assert lives["mask"][0].all()  # the game went on after the lost life

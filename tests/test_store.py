@@ -224,3 +224,34 @@ def test_collect_killed_with_sigkill_leaves_a_readable_store(tmp_path: Path) -> 
     store = dreamenv.collect(out, SHORT, total, num_envs=2, chunk_steps=400, progress=False)
     assert store.num_steps == total
     assert sum(len(e) for e in EpisodeStore.open(out).episodes()) == total
+
+
+def test_collect_marks_lost_lives(tmp_path: Path) -> None:
+    """Breakout's random play loses lives long before the game ends: each loss is one
+    ``life_lost`` step inside an episode, never the step that ends it."""
+    store = dreamenv.collect(
+        tmp_path / "s", AtariSpec("breakout", screen_size=64), 600, num_envs=2, progress=False
+    )
+    episodes = store.episodes()
+    assert sum(int(e.life_lost.sum()) for e in episodes) >= 2  # type: ignore[union-attr]
+    for e in episodes:
+        assert len(e.life_lost) == len(e)  # type: ignore[arg-type]
+        if e.terminated[-1]:
+            assert not e.life_lost[-1]  # type: ignore[index]
+            assert int(e.life_lost.sum()) == 4  # type: ignore[union-attr]  # 5 lives
+
+
+def test_chunks_of_earlier_versions_read_without_lost_lives(tmp_path: Path) -> None:
+    store = EpisodeStore.open_or_create(tmp_path / "s", AtariSpec("pong"))
+    frames = np.zeros((3, 96, 96), np.uint8)
+    np.savez_compressed(  # a chunk as earlier versions wrote it
+        tmp_path / "s" / "chunk-000000.npz",
+        frames=frames,
+        actions=np.array([1, 2]),
+        rewards=np.zeros(2, np.float32),
+        terminated=np.array([False, True]),
+        truncated=np.zeros(2, bool),
+        lengths=np.array([2]),
+    )
+    (ep,) = store.episodes()
+    assert ep.life_lost.tolist() == [False, False]  # type: ignore[union-attr]

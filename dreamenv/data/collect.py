@@ -48,11 +48,13 @@ class _EpisodeBuilder:
         self.frames = [first_frame.copy()]
         self.actions: list[int] = []
         self.rewards: list[float] = []
+        self.life_lost: list[bool] = []
 
-    def add(self, action: int, reward: float, frame: np.ndarray) -> None:
+    def add(self, action: int, reward: float, frame: np.ndarray, life_lost: bool) -> None:
         self.actions.append(int(action))
         self.rewards.append(float(reward))
         self.frames.append(frame.copy())
+        self.life_lost.append(bool(life_lost))
 
     def finish(self, terminated: bool, truncated: bool) -> Episode:
         n = len(self.actions)
@@ -65,7 +67,14 @@ class _EpisodeBuilder:
             np.array(self.rewards, np.float32),
             term,
             trunc,
+            np.array(self.life_lost, bool),
         )
+
+
+def _lives(info: dict, num_envs: int) -> np.ndarray:
+    """The lives left in each env (zeros for a game or env that reports none)."""
+    lives = info.get("lives")
+    return np.zeros(num_envs, np.int64) if lives is None else np.asarray(lives, np.int64)
 
 
 def collect(
@@ -104,7 +113,8 @@ def collect(
     env = make_ale_vector(spec, num_envs, autoreset_mode="SameStep")
     policy = policy or RandomPolicy(int(env.single_action_space.n))
     rng = np.random.default_rng([seed, len(store.chunk_paths)])
-    obs, _ = env.reset(seed=int(rng.integers(2**31 - num_envs)))
+    obs, info = env.reset(seed=int(rng.integers(2**31 - num_envs)))
+    lives = _lives(info, num_envs)
     frames = obs[:, 0]
     from dreamenv.envs.real import observations_for  # the envs import the data modules
 
@@ -119,12 +129,15 @@ def collect(
             actions = policy(observations.observe(), rng)
             obs, rewards, terminated, truncated, info = env.step(actions)
             done = terminated | truncated
+            new_lives = _lives(info, num_envs)
+            life_lost = (new_lives < lives) & ~done  # at an episode's end, lives restart
+            lives = new_lives
             new_frames = obs[:, 0]
             last_frames = new_frames.copy()
             if done.any():
                 last_frames[done] = info["final_obs"][done, 0]
             for i in range(num_envs):
-                builders[i].add(actions[i], rewards[i], last_frames[i])
+                builders[i].add(actions[i], rewards[i], last_frames[i], life_lost[i])
                 if done[i]:
                     pending.append(builders[i].finish(bool(terminated[i]), bool(truncated[i])))
                     builders[i] = _EpisodeBuilder(new_frames[i])
@@ -143,6 +156,7 @@ def collect(
                 b.actions.pop()
                 b.rewards.pop()
                 b.frames.pop()
+                b.life_lost.pop()
                 excess -= 1
             if b.actions:
                 pending.append(b.finish(False, True))

@@ -33,7 +33,9 @@ class SequenceSampler:
     """Uniformly random windows of ``seq_len`` transitions (masked past an episode's end).
 
     With ``reward_windows=f``, a share ``f`` of every batch are windows that contain a real
-    nonzero reward, so a reward head sees sparse rewards often enough to learn them.
+    nonzero reward, so a reward head sees sparse rewards often enough to learn them. With
+    ``life_loss=True`` the ``terminated`` of a batch also marks the loss of a life (the
+    window goes on: the game did), so a termination head learns both ends.
     """
 
     def __init__(
@@ -43,7 +45,9 @@ class SequenceSampler:
         seq_len: int,
         seed: int = 0,
         reward_windows: float = 0.0,
+        life_loss: bool = False,
     ) -> None:
+        self.life_loss = life_loss
         self.episodes = [e for e in episodes if len(e) > 0]
         if not self.episodes:
             raise DatasetError("No episode with at least one step to train on; collect more data.")
@@ -86,7 +90,10 @@ class SequenceSampler:
             frames.append(stack_frames(ep.frames, pos, self.stack))
             actions.append(ep.actions[step])
             rewards.append(np.where(valid, ep.rewards[step], 0.0))
-            terminated.append(valid & ep.terminated[step])
+            ends = ep.terminated[step]
+            if self.life_loss:
+                ends = ends | ep.life_lost[step]  # type: ignore[index]
+            terminated.append(valid & ends)
             mask.append(valid)
         return {
             "frames": np.stack(frames),

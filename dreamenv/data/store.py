@@ -3,7 +3,8 @@
 Layout of a store directory::
 
     store.json            format, version, the AtariSpec, the game's action meanings
-    chunk-000000.npz      episodes: frames (uint8), actions, rewards, terminated, truncated
+    chunk-000000.npz      episodes: frames (uint8), actions, rewards, terminated, truncated,
+                          life_lost (absent from chunks of earlier versions)
     chunk-000001.npz      ...
 
 Each chunk is written atomically (:mod:`dreamenv.atomic_files`), so a collection killed at any
@@ -48,6 +49,14 @@ class Episode:
     """``(T,)`` bool; only the last step can be True (the game ended)."""
     truncated: np.ndarray
     """``(T,)`` bool; True at the last step when the episode was cut (time limit, budget)."""
+    life_lost: np.ndarray | None = None
+    """``(T,)`` bool; True at the steps after which the game had one life fewer and went on
+    (ale-py's ``lives``); all False in stores collected before this was recorded, and for
+    games without lives."""
+
+    def __post_init__(self) -> None:
+        if self.life_lost is None:
+            self.life_lost = np.zeros(len(self.actions), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -125,6 +134,8 @@ class EpisodeStore:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in _KEYS}
+                if "life_lost" in data.files:  # absent from chunks written before it was kept
+                    arrays["life_lost"] = data["life_lost"]
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
             raise DatasetError(
                 f"Chunk {path} of the episode store is unreadable ({err}). Delete that file "
@@ -160,6 +171,7 @@ class EpisodeStore:
             "rewards": np.concatenate([e.rewards for e in episodes]).astype(np.float32),
             "terminated": np.concatenate([e.terminated for e in episodes]).astype(bool),
             "truncated": np.concatenate([e.truncated for e in episodes]).astype(bool),
+            "life_lost": np.concatenate([e.life_lost for e in episodes]).astype(bool),  # type: ignore[misc]
             "lengths": np.array([len(e) for e in episodes], dtype=np.int64),
         }
 
@@ -185,6 +197,9 @@ class EpisodeStore:
                         rewards=data["rewards"][a0 : a0 + length],
                         terminated=data["terminated"][a0 : a0 + length],
                         truncated=data["truncated"][a0 : a0 + length],
+                        life_lost=data["life_lost"][a0 : a0 + length]
+                        if "life_lost" in data
+                        else None,
                     )
                 )
                 f0 += length + 1

@@ -24,6 +24,7 @@ import torch
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.envs.options import DreamOptions, check_device
 from dreamenv.errors import ConfigError, InvalidActionError, StateError
+from dreamenv.precision import autocast
 from dreamenv.random_streams import BatchRandom
 
 
@@ -169,9 +170,12 @@ class DreamCore:
     @torch.inference_mode()
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Advance every env one imagined step: returns reward, terminated, truncated."""
-        pred = self.model.step(self.state, self.latent, actions, self.rng, self.options.temperature)
+        with autocast(self.options.precision, self.device):
+            pred = self.model.step(
+                self.state, self.latent, actions, self.rng, self.options.temperature
+            )
         u = self.rng.uniform((2,))
-        probs = torch.softmax(pred.reward_logits, -1)
+        probs = torch.softmax(pred.reward_logits.float(), -1)
         mode = self.options.reward_mode
         if mode == "sample":
             which = (probs.cumsum(-1) < u[:, :1]).sum(-1).clamp_(max=len(self.rewards) - 1)
@@ -181,11 +185,11 @@ class DreamCore:
         else:
             reward = self.rewards[probs.argmax(-1)]
         if self.options.use_termination:
-            terminated = u[:, 1] < torch.sigmoid(pred.termination_logits)
+            terminated = u[:, 1] < torch.sigmoid(pred.termination_logits.float())
         else:
             terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         self._latent = pred.next_latent
-        self._state = pred.state
+        self._state = tuple(s.float() if s.is_floating_point() else s for s in pred.state)
         self.steps += 1
         truncated = self.steps >= self.options.horizon
         return reward, terminated, truncated

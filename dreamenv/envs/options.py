@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dreamenv.errors import ConfigError
+from dreamenv.precision import Precision, check_precision
 
 RewardMode = Literal["sample", "mean", "mode"]
 REWARD_MODES: tuple[str, ...] = ("sample", "mean", "mode")
@@ -46,6 +47,9 @@ class DreamOptions:
     """Torch device of the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``."""
     temperature: float = 1.0
     """Sampling temperature of the model's imagined transitions (1: as trained; 0: its mode)."""
+    precision: Precision = "float32"
+    """``"bfloat16"`` steps the model under bfloat16 autocast (:mod:`dreamenv.precision`);
+    sampling, rewards and the model state stay float32."""
 
     def __post_init__(self) -> None:
         if not (
@@ -78,6 +82,7 @@ class DreamOptions:
         ):
             raise ConfigError(f"burn_in must be a positive int (default 4), got {self.burn_in!r}.")
         check_device(self.device)
+        check_precision(self.precision)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -158,12 +158,15 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def distances(self, z: torch.Tensor) -> torch.Tensor:
-        """Squared distances ``(N, K)`` of vectors ``z`` ``(N, D)`` to every code."""
-        return (
-            z.square().sum(1, keepdim=True)
-            - 2 * z @ self.codebook.t()
-            + self.codebook.square().sum(1)[None]
-        )
+        """Squared distances ``(N, K)`` of vectors ``z`` ``(N, D)`` to every code, in
+        float32 under autocast too (which code is nearest must not depend on precision)."""
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            return (
+                z.square().sum(1, keepdim=True)
+                - 2 * z @ self.codebook.t()
+                + self.codebook.square().sum(1)[None]
+            )
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest code of each vector of ``z`` ``(N, D)``."""
@@ -173,6 +176,10 @@ class VectorQuantizer(nn.Module):
     def update(self, z: torch.Tensor, idx: torch.Tensor, restart: bool = True) -> None:
         """One EMA step of the codebook towards the vectors assigned to each code; with
         ``restart``, dead codes then move to the worst-quantised vectors of ``z``."""
+        with torch.autocast(z.device.type, enabled=False):
+            self._update(z.float(), idx, restart)
+
+    def _update(self, z: torch.Tensor, idx: torch.Tensor, restart: bool) -> None:
         k = self.codebook.shape[0]
         if not bool(self.initialized):
             pick = torch.randint(0, z.shape[0], (k,), device=z.device)
@@ -304,14 +311,14 @@ class Dynamics(nn.Module):
         h2, c2 = self.cell2(torch.cat([h1, tiled], 1), h2, c2)
         y = torch.cat([h2, tiled], 1)
         index = current.unsqueeze(1)
-        latent_logits = self.latent_head(y).scatter_add(
+        latent_logits = self.latent_head(y).float().scatter_add(  # float32 under autocast too
             1, index, self.keep_logit.expand(index.shape)
         )
         return (
             latent_logits,
-            self.reward_head(y),
-            self.termination_head(y).squeeze(1),
-            (h1, c1, h2, c2),
+            self.reward_head(y).float(),
+            self.termination_head(y).squeeze(1).float(),
+            (h1.float(), c1.float(), h2.float(), c2.float()),
         )
 
 
@@ -334,7 +341,7 @@ class DiscreteWorldModel(WorldModel):
 
     # --- representation -----------------------------------------------------------------
     def _encode_continuous(self, frames: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(_to_unit(frames))  # (B, D, G, G)
+        z = self.encoder(_to_unit(frames)).float()  # (B, D, G, G); float32 under autocast
         return z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -448,7 +455,7 @@ class DiscreteWorldModel(WorldModel):
         q = z + (q - z).detach()  # straight-through
         b = frames.shape[0]
         q = q.view(b, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-        logits = self.decoder(q)
+        logits = self.decoder(q).float()
         recon = continuous_bernoulli_nll(logits, _to_target(frames)).mean()
         return {
             "recon_loss": recon,

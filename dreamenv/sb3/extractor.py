@@ -13,21 +13,30 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from dreamenv.errors import ConfigError
+from dreamenv.precision import Precision, autocast, check_precision
 
 
 class LatentExtractor(BaseFeaturesExtractor):
     """The paper's policy trunk over a latent grid: two 3x3 convolutions with layer norm and
     leaky ReLU, then a linear layer. Takes embeddings ``(D, G, G)`` or code indices
-    (one-hot, as SB3 preprocesses MultiDiscrete observations).
+    (one-hot, as SB3 preprocesses MultiDiscrete observations). ``precision="bfloat16"``
+    runs the trunk under bfloat16 autocast (:mod:`dreamenv.precision`); its features and
+    everything after them stay float32.
 
     Example:
-        >>> PPO("MlpPolicy", env, policy_kwargs={"features_extractor_class": LatentExtractor})
+        >>> PPO("MlpPolicy", env, policy_kwargs={"features_extractor_class": LatentExtractor,
+        ...     "features_extractor_kwargs": {"precision": "bfloat16"}})
     """
 
     def __init__(
-        self, observation_space: gym.Space, features_dim: int = 256, channels: int = 64
+        self,
+        observation_space: gym.Space,
+        features_dim: int = 256,
+        channels: int = 64,
+        precision: Precision = "float32",
     ) -> None:
         super().__init__(observation_space, features_dim)
+        self.precision = check_precision(precision, "LatentExtractor precision")
         if isinstance(observation_space, gym.spaces.MultiDiscrete):
             cells = len(observation_space.nvec)
             grid = int(round(cells**0.5))
@@ -65,6 +74,7 @@ class LatentExtractor(BaseFeaturesExtractor):
         if self.layout is not None:
             grid, codes = self.layout
             observations = observations.view(-1, grid, grid, codes).permute(0, 3, 1, 2)
-        return self.net(observations)
+        with autocast(self.precision, observations.device):
+            return self.net(observations).float()
 
 

@@ -44,6 +44,7 @@ from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_epi
 from dreamenv.data.store import EpisodeStore
 from dreamenv.errors import CheckpointError, ConfigError
 from dreamenv.models.base import WorldModel, build_model, get_family, resolve_config
+from dreamenv.precision import Precision, autocast, check_precision
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -99,6 +100,14 @@ class FitConfig:
     """Seeds initialisation and sampling."""
     device: str = "cpu"
     """Torch device: ``"cpu"`` or ``"cuda"``."""
+    life_loss: bool = False
+    """Train the termination head on the loss of a life as well as on the game's end
+    (Atari: the dream then ends an imagined episode when a life is lost, so an agent that
+    trades lives for points sees what it costs; ``Real-v0`` still plays whole games)."""
+    precision: Precision = "float32"
+    """``"bfloat16"`` runs the updates' convolutions and matrix products under bfloat16
+    autocast (:mod:`dreamenv.precision`; weights, optimiser and held-out metrics stay
+    float32)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -118,6 +127,7 @@ class FitConfig:
                 f"FitConfig.warmup_epochs must be an int in [0, epochs={self.epochs}], "
                 f"got {self.warmup_epochs!r}."
             )
+        check_precision(self.precision, "FitConfig.precision")
         if self.lr <= 0 or self.warmup_lr <= 0:
             raise ConfigError(
                 f"learning rates must be positive, got lr={self.lr}, warmup_lr={self.warmup_lr}."
@@ -377,9 +387,16 @@ def fit(
         ).to(device)
     window = model.window_steps(config.seq_len)
     sampler = SequenceSampler(
-        train_eps, stack, window, seed=config.seed, reward_windows=config.reward_windows
+        train_eps,
+        stack,
+        window,
+        seed=config.seed,
+        reward_windows=config.reward_windows,
+        life_loss=config.life_loss,
     )
-    val_sampler = SequenceSampler(val_eps, stack, window, seed=config.seed + 1)
+    val_sampler = SequenceSampler(
+        val_eps, stack, window, seed=config.seed + 1, life_loss=config.life_loss
+    )
     val_batches = [val_sampler.sample(config.batch_size) for _ in range(config.val_batches)]
     optimizer = torch.optim.Adam(model.param_groups(config.lr))
     scales = [g["lr"] / config.lr for g in optimizer.param_groups]
@@ -453,7 +470,8 @@ def fit(
         )
         while update < per_epoch:
             batch = _to_torch(sampler.sample(config.batch_size), device)
-            out_losses = model.loss(batch, phase, total)
+            with autocast(config.precision, device):
+                out_losses = model.loss(batch, phase, total)
             optimizer.zero_grad(set_to_none=True)
             out_losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
