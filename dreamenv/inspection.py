@@ -9,6 +9,7 @@ Example:
     >>> obs, actions, rewards = real_segments(store, length=50, count=8, burn_in=4)
     >>> pred = open_loop(model, obs, actions, burn_in=4)
     >>> pred.latents.shape  # (8, 50, 6, 6): imagined latents of steps 1..50 (discrete)
+    >>> pred.termination_logits.shape  # (8, 50)
     >>> rows = inspect_checkpoint("runs/pong/model", "runs/pong/data", out="runs/pong/inspect")
 """
 
@@ -41,6 +42,8 @@ class OpenLoop:
     real_latents: torch.Tensor
     """``(B, H, ...)`` the latents of the real observations after the same actions (the
     model following the real segment, as the real env does)."""
+    termination_logits: torch.Tensor
+    """``(B, H)`` logits that each imagined step ends the episode."""
 
 
 def real_segments(
@@ -90,7 +93,7 @@ def open_loop(
     real_latent, real_state = latent.clone(), tuple(s.clone() for s in state)
     rng = BatchRandom(b, model.device)
     rng.set_keys(torch.arange(b), [key_from_seed(seed + i) for i in range(b)])
-    latents, rewards, real_latents = [], [], []
+    latents, rewards, terminations, real_latents = [], [], [], []
     for k in range(burn_in - 1, actions.shape[1]):
         pred = model.step(state, latent, actions[:, k], rng)
         latent, state = pred.next_latent, pred.state
@@ -99,8 +102,14 @@ def open_loop(
         )
         latents.append(latent)
         rewards.append(pred.reward_logits)
+        terminations.append(pred.termination_logits)
         real_latents.append(real_latent)
-    return OpenLoop(torch.stack(latents, 1), torch.stack(rewards, 1), torch.stack(real_latents, 1))
+    return OpenLoop(
+        latents=torch.stack(latents, 1),
+        reward_logits=torch.stack(rewards, 1),
+        real_latents=torch.stack(real_latents, 1),
+        termination_logits=torch.stack(terminations, 1),
+    )
 
 
 @torch.inference_mode()

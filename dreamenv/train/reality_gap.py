@@ -1,0 +1,266 @@
+"""The reality gap of one loop iteration: what the agent earns in the dream against what it
+earns in the real game over the same number of steps, and how well the world model
+predicts the real episodes the agent just played (open loop, under the real actions).
+
+An agent that exploits the model shows as a high ``dream_return`` beside a low
+``real_window_return`` (a large ``gap``); the open-loop scores say where the model is wrong:
+its latents (``open_latent_acc``), its rewards (``reward_precision``/``reward_recall``) or
+its terminations (``termination_precision``/``termination_recall``).
+
+Example:
+    >>> stats = play_episodes(agent, "runs/pong/model", episodes=32)
+    >>> newest = EpisodeStore.open("runs/pong/data").episodes()[before:]
+    >>> gap = reality_gap("runs/pong/model", agent, newest, real=stats,
+    ...                   options=DreamOptions(horizon=50))
+    >>> gap["dream_return"], gap["real_window_return"], gap["reward_recall"]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreamenv.checkpoint import Checkpoint
+from dreamenv.data.store import Episode
+from dreamenv.envs.core import resolve_checkpoint
+from dreamenv.envs.options import DreamOptions
+from dreamenv.envs.vector import DreamVectorEnv
+from dreamenv.errors import ConfigError, DatasetError
+from dreamenv.evaluate import EpisodeStats, PolicyLike, as_actor, play
+from dreamenv.inspection import OpenLoop, open_loop, real_segments
+
+OPEN_LOOP_KEYS = (
+    "open_latent_acc",
+    "open_latent_mse",
+    "reward_precision",
+    "reward_recall",
+    "reward_steps",
+    "termination_precision",
+    "termination_recall",
+    "termination_steps",
+)
+"""The open-loop scores of :func:`reality_gap` (NaN where they cannot be measured)."""
+
+SEGMENT_BATCH = 16
+"""Real segments imagined together (bounds the memory of encoding their frames)."""
+
+
+def sign_precision_recall(predicted: np.ndarray, real: np.ndarray) -> tuple[float, float, int]:
+    """Precision, recall and event count of predicted signs against real ones.
+
+    An event is a step whose real sign is nonzero. Recall: the share of events whose
+    predicted sign is the real one. Precision: among the steps predicted nonzero, the share
+    whose real sign is the predicted one. Each is NaN when nothing defines it.
+
+    Example:
+        >>> sign_precision_recall(np.array([1, 0, -1, 1]), np.array([1, -1, -1, 0]))
+        (0.6666666666666666, 0.6666666666666666, 3)
+    """
+    predicted, real = np.sign(np.ravel(predicted)), np.sign(np.ravel(real))
+    if predicted.shape != real.shape:
+        raise ConfigError(
+            f"predicted and real signs must have the same size, got {predicted.size} and "
+            f"{real.size}."
+        )
+    events, claims = real != 0, predicted != 0
+    recall = float(np.mean(predicted[events] == real[events])) if events.any() else math.nan
+    precision = float(np.mean(real[claims] == predicted[claims])) if claims.any() else math.nan
+    return precision, recall, int(events.sum())
+
+
+def open_loop_scores(
+    pred: OpenLoop, rewards: np.ndarray, terminated: np.ndarray, reward_values: torch.Tensor
+) -> dict[str, float]:
+    """The open-loop scores (:data:`OPEN_LOOP_KEYS`) of imagined steps against real ones.
+
+    Args:
+        pred: the imagined continuation of ``B`` real segments of ``H`` steps.
+        rewards: ``(B, H)`` the real rewards of those steps (their signs are compared).
+        terminated: ``(B, H)`` whether each real step ended the game.
+        reward_values: the reward value of each reward class (the model's
+            :meth:`~dreamenv.models.base.WorldModel.reward_values`).
+
+    Example:
+        >>> scores = open_loop_scores(pred, seg["rewards"][:, 3:], seg["terminated"][:, 3:],
+        ...                           model.reward_values())
+    """
+    integer = not pred.latents.dtype.is_floating_point
+    diff = pred.latents.float() - pred.real_latents.float()
+    values = reward_values.detach().cpu().numpy()
+    reward_sign = np.sign(values[pred.reward_logits.argmax(-1).cpu().numpy()])
+    ends = (torch.sigmoid(pred.termination_logits.float()) > 0.5).cpu().numpy()
+    r_precision, r_recall, r_steps = sign_precision_recall(reward_sign, rewards)
+    t_precision, t_recall, t_steps = sign_precision_recall(
+        ends.astype(np.int64), np.asarray(terminated).astype(np.int64)
+    )
+    return {
+        "open_latent_acc": float((diff == 0).float().mean()) if integer else math.nan,
+        "open_latent_mse": math.nan if integer else float(diff.pow(2).mean()),
+        "reward_precision": r_precision,
+        "reward_recall": r_recall,
+        "reward_steps": float(r_steps),
+        "termination_precision": t_precision,
+        "termination_recall": t_recall,
+        "termination_steps": float(t_steps),
+    }
+
+
+def concat_open_loops(parts: list[OpenLoop]) -> OpenLoop:
+    """The open loops of several batches of segments as one batch."""
+    return OpenLoop(
+        latents=torch.cat([p.latents for p in parts]),
+        reward_logits=torch.cat([p.reward_logits for p in parts]),
+        real_latents=torch.cat([p.real_latents for p in parts]),
+        termination_logits=torch.cat([p.termination_logits for p in parts]),
+    )
+
+
+def nan_open_loop() -> dict[str, float]:
+    """The open-loop scores when no segment can be scored: all NaN, no steps."""
+    return {k: 0.0 if k.endswith("_steps") else math.nan for k in OPEN_LOOP_KEYS}
+
+
+def real_window_return(stats: EpisodeStats, horizon: int) -> float:
+    """The real return over ``horizon`` steps at the evaluation's clipped reward rate:
+    ``horizon * sum(clipped_returns) / sum(lengths)`` (NaN without steps).
+
+    Example:
+        >>> real_window_return(EpisodeStats(np.ones(2), np.array([3., 1.]), np.array([100, 100])), 50)
+        1.0
+    """
+    steps = int(np.sum(stats.lengths))
+    return horizon * float(np.sum(stats.clipped_returns)) / steps if steps else math.nan
+
+
+@torch.inference_mode()
+def model_scores(
+    checkpoint: Checkpoint,
+    episodes: Sequence[Episode],
+    *,
+    horizon: int,
+    burn_in: int,
+    segments: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Open-loop scores (:data:`OPEN_LOOP_KEYS`) of ``checkpoint`` on ``segments`` random
+    windows of ``episodes``: ``burn_in`` real observations, then ``horizon`` imagined steps
+    under the real actions. All NaN (no steps) when no episode is long enough or the model
+    is jumpy (it advances several real steps per step).
+
+    Example:
+        >>> model_scores(ckpt, episodes, horizon=50, burn_in=4, segments=64)["reward_recall"]
+    """
+    model = checkpoint.model
+    if model.jump > 1 or segments < 1:
+        return nan_open_loop()
+    try:
+        seg = real_segments(
+            list(episodes), horizon, segments, burn_in, checkpoint.spec.frame_stack, seed
+        )
+    except DatasetError:
+        return nan_open_loop()
+    parts = []
+    for lo in range(0, segments, SEGMENT_BATCH):
+        frames = torch.as_tensor(seg["frames"][lo : lo + SEGMENT_BATCH], device=model.device)
+        actions = torch.as_tensor(seg["actions"][lo : lo + SEGMENT_BATCH], device=model.device)
+        parts.append(open_loop(model, frames, actions, burn_in, seed + lo))
+    return open_loop_scores(
+        concat_open_loops(parts),
+        seg["rewards"][:, burn_in - 1 :],
+        seg["terminated"][:, burn_in - 1 :],
+        model.reward_values(),
+    )
+
+
+def dream_stats(
+    checkpoint: Checkpoint,
+    agent: PolicyLike,
+    *,
+    options: DreamOptions,
+    episodes: int,
+    seed: int = 0,
+) -> EpisodeStats:
+    """``episodes`` dream episodes of ``agent`` (sampled, as in training), one per env, from
+    real starts of the checkpoint's start bank.
+
+    Example:
+        >>> dream_stats(ckpt, agent, options=DreamOptions(horizon=50), episodes=64).returns
+    """
+    act, obs_type = as_actor(agent, checkpoint, options.obs_type, deterministic=False)
+    if obs_type != options.obs_type:
+        options = DreamOptions.from_kwargs(options, {"obs_type": obs_type})
+    env = DreamVectorEnv(checkpoint, episodes, options=options)
+    try:
+        return play(env, act, episodes, seed=seed, desc="dream")
+    finally:
+        env.close()
+
+
+def reality_gap(
+    checkpoint: str | Path | Checkpoint,
+    agent: PolicyLike,
+    episodes: Sequence[Episode],
+    *,
+    real: EpisodeStats,
+    options: DreamOptions | None = None,
+    dream_episodes: int = 64,
+    segments: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The agent's return in the dream against the real game, and the model's open-loop
+    scores on ``episodes``.
+
+    Args:
+        checkpoint: the world model the agent was trained in.
+        agent: an SB3 agent (or any :data:`~dreamenv.evaluate.PolicyLike`).
+        episodes: real episodes to score the model on (the newest: those the agent played).
+        real: the agent's real evaluation (:func:`~dreamenv.evaluate.play_episodes`).
+        options: the dream options of training (horizon ``H``, termination, burn-in, device).
+        dream_episodes: dream episodes played (one batch).
+        segments: real windows of ``burn_in - 1 + H`` steps scored open loop.
+        seed: seeds the dream, the choice of windows and the model's sampling.
+
+    Returns:
+        ``dream_return`` (mean over the dream episodes, in the dream's clipped units),
+        ``dream_length`` (their mean length; below H only when episodes terminate),
+        ``real_window_return`` (:func:`real_window_return` over H steps), ``gap`` (the
+        first minus the second), and :data:`OPEN_LOOP_KEYS` from :func:`model_scores`, NaN
+        where undefined: the latent accuracy for float latents (``open_latent_mse`` is
+        given instead, and the other way round), precisions with no predicted event,
+        recalls with no real event, and all of them when no episode has
+        ``burn_in - 1 + H`` steps or the model is jumpy.
+
+    Example:
+        >>> gap = reality_gap(model, agent, newest, real=stats, options=DreamOptions())
+    """
+    options = options or DreamOptions()
+    if not (isinstance(dream_episodes, int) and dream_episodes >= 1):
+        raise ConfigError(
+            f"dream_episodes must be a positive int (default 64), got {dream_episodes!r}."
+        )
+    if not (isinstance(segments, int) and segments >= 0):
+        raise ConfigError(f"segments must be an int >= 0 (default 64), got {segments!r}.")
+    ckpt = resolve_checkpoint(checkpoint, options.device, None)
+    options = options.resolved(ckpt.start_bank.context, ckpt.model.obs_types)
+    dream = dream_stats(ckpt, agent, options=options, episodes=dream_episodes, seed=seed)
+    window = real_window_return(real, options.horizon)
+    dream_return = float(np.mean(dream.returns))
+    scores = model_scores(
+        ckpt,
+        episodes,
+        horizon=options.horizon,
+        burn_in=options.burn_in,
+        segments=segments,
+        seed=seed,
+    )
+    return {
+        "dream_return": dream_return,
+        "dream_length": float(np.mean(dream.lengths)),
+        "real_window_return": window,
+        "gap": dream_return - window,
+        **scores,
+    }

@@ -1,0 +1,169 @@
+"""The reality gap of an iteration: dream against real return, and open-loop scores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamenv import ConfigError
+from dreamenv.checkpoint import load_checkpoint
+from dreamenv.data.store import EpisodeStore
+from dreamenv.envs.options import DreamOptions
+from dreamenv.evaluate import EpisodeStats, random_policy
+from dreamenv.inspection import OpenLoop, open_loop, real_segments
+from dreamenv.train.reality_gap import (
+    OPEN_LOOP_KEYS,
+    model_scores,
+    open_loop_scores,
+    real_window_return,
+    reality_gap,
+    sign_precision_recall,
+)
+
+VALUES = torch.tensor([-1.0, 0.0, 1.0])
+
+
+def test_sign_precision_recall_on_a_hand_built_case() -> None:
+    predicted = np.array([1, 0, -1, 1, 0, -1])
+    real = np.array([1, -1, -1, 0, 0, 1])
+    # real events at 0, 1, 2, 5: right at 0 and 2; claims at 0, 2, 3, 5: right at 0 and 2
+    assert sign_precision_recall(predicted, real) == (0.5, 0.5, 4)
+    assert sign_precision_recall(np.array([2.0, 0.0]), np.array([7.0, 0.0])) == (1.0, 1.0, 1)
+
+
+def test_precision_and_recall_are_nan_when_undefined() -> None:
+    precision, recall, events = sign_precision_recall(np.zeros(3), np.zeros(3))
+    assert math.isnan(precision) and math.isnan(recall) and events == 0
+    precision, recall, events = sign_precision_recall(np.zeros(2), np.array([1, 0]))
+    assert math.isnan(precision) and recall == 0.0 and events == 1
+
+
+def test_sign_precision_recall_takes_equal_sizes() -> None:
+    with pytest.raises(ConfigError, match="must have the same size, got 2 and 3"):
+        sign_precision_recall(np.zeros(2), np.zeros(3))
+
+
+def perfect(rewards: np.ndarray, terminated: np.ndarray, latents: torch.Tensor) -> OpenLoop:
+    """An open loop that imagines exactly what really happened."""
+    logits = torch.nn.functional.one_hot(torch.as_tensor(np.sign(rewards)).long() + 1, 3)
+    return OpenLoop(
+        latents=latents,
+        reward_logits=logits.float(),
+        real_latents=latents.clone(),
+        termination_logits=torch.as_tensor(np.where(terminated, 9.0, -9.0)),
+    )
+
+
+def test_a_perfect_predictor_scores_one() -> None:
+    rewards = np.array([[0.0, 3.0, 0.0], [-1.0, 0.0, 0.0]])
+    terminated = np.array([[False, False, False], [False, False, True]])
+    scores = open_loop_scores(
+        perfect(rewards, terminated, torch.randint(0, 5, (2, 3, 4))), rewards, terminated, VALUES
+    )
+    assert set(scores) == set(OPEN_LOOP_KEYS)
+    for key in ("open_latent_acc", "reward_precision", "reward_recall"):
+        assert scores[key] == 1.0
+    assert scores["termination_precision"] == scores["termination_recall"] == 1.0
+    assert scores["reward_steps"] == 2 and scores["termination_steps"] == 1
+    assert math.isnan(scores["open_latent_mse"])
+
+
+def test_float_latents_give_a_mean_squared_error_instead() -> None:
+    rewards, terminated = np.zeros((1, 2)), np.zeros((1, 2), dtype=bool)
+    pred = perfect(rewards, terminated, torch.zeros(1, 2, 3))
+    pred.real_latents[..., 0] = 3.0
+    scores = open_loop_scores(pred, rewards, terminated, VALUES)
+    assert scores["open_latent_mse"] == pytest.approx(3.0)  # 9 on one entry of three
+    assert math.isnan(scores["open_latent_acc"])
+    assert math.isnan(scores["reward_recall"]) and scores["reward_steps"] == 0
+
+
+def test_a_wrong_sign_is_a_miss_and_a_false_claim() -> None:
+    rewards, terminated = np.array([[1.0, 0.0]]), np.zeros((1, 2), dtype=bool)
+    pred = perfect(-rewards, terminated, torch.zeros(1, 2, 1, dtype=torch.long))
+    scores = open_loop_scores(pred, rewards, terminated, VALUES)
+    assert scores["reward_precision"] == 0.0 and scores["reward_recall"] == 0.0
+    assert math.isnan(scores["termination_precision"])  # never predicted, never happened
+
+
+def test_real_window_return_is_the_clipped_rate_times_the_horizon() -> None:
+    stats = EpisodeStats(
+        returns=np.array([30.0, -2.0]),
+        clipped_returns=np.array([3.0, -1.0]),
+        lengths=np.array([150, 50]),
+    )
+    assert real_window_return(stats, 50) == pytest.approx(50 * 2 / 200)
+    empty = EpisodeStats(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
+    assert math.isnan(real_window_return(empty, 50))
+
+
+def test_open_loop_imagines_termination_logits(checkpoint_dir: Path, store_dir: Path) -> None:
+    ckpt = load_checkpoint(checkpoint_dir)
+    seg = real_segments(EpisodeStore.open(store_dir).episodes(), 5, 2, 2, 4)
+    pred = open_loop(ckpt.model, torch.as_tensor(seg["frames"]), torch.as_tensor(seg["actions"]), 2)
+    assert pred.termination_logits.shape == (2, 5)
+    assert pred.reward_logits.shape[:2] == (2, 5)
+
+
+def test_reality_gap_of_a_tiny_model(checkpoint_dir: Path, store_dir: Path) -> None:
+    episodes = EpisodeStore.open(store_dir).episodes()
+    real = EpisodeStats(np.array([-3.0]), np.array([-3.0]), np.array([150]))
+    options = DreamOptions(horizon=6, use_termination=False)
+    gap = reality_gap(
+        checkpoint_dir,
+        random_policy(6),
+        episodes,
+        real=real,
+        options=options,
+        dream_episodes=3,
+        segments=18,
+    )
+    assert set(gap) == {
+        "dream_return",
+        "dream_length",
+        "real_window_return",
+        "gap",
+        *OPEN_LOOP_KEYS,
+    }
+    assert gap["dream_length"] == 6.0  # no termination: every dream runs to the horizon
+    assert abs(gap["dream_return"]) <= 6
+    assert gap["real_window_return"] == pytest.approx(6 * -3 / 150)
+    assert gap["gap"] == pytest.approx(gap["dream_return"] - gap["real_window_return"])
+    assert 0.0 <= gap["open_latent_acc"] <= 1.0 and math.isnan(gap["open_latent_mse"])
+    for key in ("reward_precision", "reward_recall", "termination_precision", "termination_recall"):
+        assert math.isnan(gap[key]) or 0.0 <= gap[key] <= 1.0
+    assert gap["reward_steps"] >= 0 and gap["termination_steps"] >= 0
+
+
+def test_segments_in_batches_score_as_one(checkpoint_dir: Path, store_dir: Path) -> None:
+    ckpt = load_checkpoint(checkpoint_dir)
+    episodes = EpisodeStore.open(store_dir).episodes()
+    many = model_scores(ckpt, episodes, horizon=3, burn_in=2, segments=18, seed=1)
+    seg = real_segments(episodes, 3, 18, 2, ckpt.spec.frame_stack, 1)
+    pred = open_loop(
+        ckpt.model, torch.as_tensor(seg["frames"]), torch.as_tensor(seg["actions"]), 2, 1
+    )
+    once = open_loop_scores(
+        pred, seg["rewards"][:, 1:], seg["terminated"][:, 1:], ckpt.model.reward_values()
+    )
+    np.testing.assert_equal(many, once)
+
+
+def test_no_long_enough_episode_gives_nan_scores(checkpoint_dir: Path, store_dir: Path) -> None:
+    ckpt = load_checkpoint(checkpoint_dir)
+    episodes = EpisodeStore.open(store_dir).episodes()
+    scores = model_scores(ckpt, episodes, horizon=10_000, burn_in=4, segments=4)
+    assert scores["reward_steps"] == 0.0
+    assert all(math.isnan(v) for k, v in scores.items() if not k.endswith("_steps"))
+
+
+def test_reality_gap_checks_its_counts(checkpoint_dir: Path) -> None:
+    real = EpisodeStats(np.zeros(1), np.zeros(1), np.ones(1, dtype=np.int64))
+    with pytest.raises(ConfigError, match="dream_episodes must be a positive int .* got 0"):
+        reality_gap(checkpoint_dir, random_policy(6), [], real=real, dream_episodes=0)
+    with pytest.raises(ConfigError, match="segments must be an int >= 0 .* got -1"):
+        reality_gap(checkpoint_dir, random_policy(6), [], real=real, segments=-1)
