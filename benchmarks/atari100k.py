@@ -2,28 +2,55 @@
 of final scores against the published references, with the wall-clock time of each run.
 
 Meant for a GPU machine (the ``atari100k`` preset is the paper's full protocol); every run
-is resumable, so a killed benchmark continues where it stopped when started again.
+is resumable, so a killed benchmark continues where it stopped when started again (runs
+already finished are only read). ``--parallel N`` trains N runs at a time, each in its own
+process on one CPU thread.
 
     python benchmarks/atari100k.py --games pong breakout --seeds 0 1 2 --out runs/atari100k
     python benchmarks/atari100k.py --games pong --seeds 0 --preset quick   # CPU-sized
+    python benchmarks/atari100k.py --games pong boxing --seeds 0 1 --parallel 4
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as futures
+import contextlib
+import csv
 import dataclasses
+import io
 import json
+import multiprocessing
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dreamenv.envs.atari import normalize_game
-from dreamenv.report import REFERENCE_COLUMNS, human_normalized, reference_scores, write_report
-from dreamenv.train.loop import LOOP_PRESETS, read_results, train
+from dreamenv.report import human_normalized, reference_scores, write_report
+from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, read_results, train
+
+BENCH_REFERENCES = {
+    "robine_4frames": "Robine 4 frames",
+    "simple_sd_gamma099": "SimPLe",
+    "ppo_100k": "PPO 100K",
+}
+"""Reference columns of the table (columns of the reference CSV) and their headings."""
+
+GAP_COLUMNS = (
+    "dream_return",
+    "real_window_return",
+    "gap",
+    "open_latent_acc",
+    "reward_precision",
+    "reward_recall",
+    "termination_recall",
+)
+"""The reality-gap keys of a run's last iteration tabled per game (mean over seeds)."""
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--games", nargs="+", default=["pong", "breakout", "freeway", "boxing"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -36,13 +63,23 @@ def parse_args() -> argparse.Namespace:
         help='JSON of LoopConfig fields, e.g. \'{"eval_episodes": 8}\'; "fit" takes '
         "a dict of FitConfig fields",
     )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="runs trained at a time, each in its own process on one CPU thread (1: one "
+        "run at a time in this process, with the default threads)",
+    )
     p.add_argument("--out", default="runs/atari100k")
     p.add_argument("--quiet", action="store_true")
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if args.parallel < 1:
+        p.error(f"--parallel must be at least 1, got {args.parallel}")
+    return args
 
 
-def run_all(args: argparse.Namespace) -> list[dict]:
-    """Train every (game, seed) run; returns one summary row per game."""
+def build_config(args: argparse.Namespace) -> LoopConfig:
+    """The preset of ``args`` with its device, iterations and JSON overrides."""
     config = dataclasses.replace(LOOP_PRESETS[args.preset], device=args.device)
     if args.iterations:
         config = dataclasses.replace(config, iterations=args.iterations)
@@ -52,77 +89,246 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     for name in ("wm_epochs", "rollouts"):
         if name in overrides:
             overrides[name] = tuple(overrides[name])
-    config = dataclasses.replace(config, **overrides)
-    out = Path(args.out)
-    timings_path = out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    summary = []
-    refs = reference_scores()
-    for game in [normalize_game(g) for g in args.games]:
-        run_dirs = []
-        for seed in args.seeds:
-            run_dir = out / f"{game}-s{seed}"
-            start = time.monotonic()
-            rows = train(game, run_dir, config, seed=seed, progress=not args.quiet)
-            key = f"{game}-s{seed}"
-            timings[key] = timings.get(key, 0.0) + time.monotonic() - start
-            timings_path.parent.mkdir(parents=True, exist_ok=True)
-            timings_path.write_text(json.dumps(timings, indent=2))
-            run_dirs.append(run_dir)
-            print(
-                f"{key}: final return {rows[-1]['mean_return']:.1f} in {timings[key] / 60:.1f} min"
-            )
-        write_report(run_dirs, out / f"{game}-report")
-        finals = np.array([read_results(d)[-1]["mean_return"] for d in run_dirs])
-        game_refs = refs.get(game, {})
-        summary.append(
-            {
-                "game": game,
-                "runs": len(run_dirs),
-                "mean": float(finals.mean()),
-                "std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
-                "hns": human_normalized(float(finals.mean()), game_refs),
-                "minutes_per_run": float(
-                    np.mean([timings[f"{game}-s{s}"] for s in args.seeds]) / 60
-                ),
-                **{k: game_refs.get(k) for k in ("random", *REFERENCE_COLUMNS)},
-            }
+    return dataclasses.replace(config, **overrides)
+
+
+def run_key(game: str, seed: int) -> str:
+    """The name of a run: its directory under the output and its key in timings.json."""
+    return f"{game}-s{seed}"
+
+
+def is_finished(run_dir: Path, config: LoopConfig) -> bool:
+    """Whether the run in ``run_dir`` has all of ``config``'s iterations."""
+    return len(read_results(run_dir)) >= config.iterations
+
+
+def train_run(
+    game: str, seed: int, run_dir: str, config: LoopConfig, threads: int, progress: bool
+) -> float:
+    """Train (or resume) one run; its wall-clock seconds. With ``threads`` > 0 torch uses
+    that many CPU threads and the run's output goes to ``RUN_DIR/benchmark.log``."""
+    start = time.monotonic()
+    if threads <= 0:
+        train(game, run_dir, config, seed=seed, progress=progress)
+        return time.monotonic() - start
+    import torch
+
+    torch.set_num_threads(threads)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with (
+        open(Path(run_dir) / "benchmark.log", "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        train(game, run_dir, config, seed=seed, progress=False)
+    return time.monotonic() - start
+
+
+class Timings:
+    """Wall-clock seconds of every run, summed over its sessions, in ``OUT/timings.json``."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "timings.json"
+        self.seconds: dict[str, float] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {}
         )
-    return summary
+
+    def add(self, key: str, seconds: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.seconds, indent=2))
 
 
-def markdown(summary: list[dict], preset: str) -> str:
-    """The per-game table: dreamenv's final score beside the reference methods."""
-    refs = ["random", *REFERENCE_COLUMNS]
-    head = ["game", f"dreamenv ({preset})", "HNS", "min/run", *refs]
+def train_all(args: argparse.Namespace, config: LoopConfig, games: list[str]) -> Timings:
+    """Train every unfinished (game, seed) run, ``args.parallel`` at a time."""
+    out = Path(args.out)
+    timings = Timings(out)
+    todo = [
+        (game, seed)
+        for game in games
+        for seed in args.seeds
+        if not is_finished(out / run_key(game, seed), config)
+    ]
+
+    def done(game: str, seed: int, seconds: float) -> None:
+        key = run_key(game, seed)
+        timings.add(key, seconds)
+        final = read_results(out / key)[-1]["mean_return"]
+        print(f"{key}: final return {final:.1f} in {timings.seconds[key] / 60:.1f} min", flush=True)
+
+    if args.parallel == 1:
+        for game, seed in todo:
+            done(
+                game,
+                seed,
+                train_run(game, seed, str(out / run_key(game, seed)), config, 0, not args.quiet),
+            )
+        return timings
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(args.parallel, mp_context=context) as pool:
+        running = {
+            pool.submit(train_run, game, seed, str(out / run_key(game, seed)), config, 1, False): (
+                game,
+                seed,
+            )
+            for game, seed in todo
+        }
+        for future in futures.as_completed(running):
+            game, seed = running[future]
+            try:
+                seconds = future.result()
+            except Exception as err:  # one failed run leaves the others running
+                log = out / run_key(game, seed) / "benchmark.log"
+                print(f"{run_key(game, seed)} failed: {err!r} (its output: {log})", flush=True)
+                continue
+            done(game, seed, seconds)
+    return timings
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def game_summary(
+    game: str, seeds: list[int], out: Path, timings: dict[str, float]
+) -> dict[str, Any]:
+    """One game's row from its runs under ``out``: the last evaluation of every seed and
+    their average (std over seeds; with one seed, that of its evaluation), the reference
+    scores, the human-normalised score, minutes per run and the last reality gap.
+
+    Example:
+        >>> game_summary("pong", [0, 1], Path("runs/atari100k"), {"pong-s0": 600.0})["hns"]
+    """
+    keys = [run_key(game, s) for s in seeds]
+    lasts = [read_results(out / k)[-1] for k in keys]
+    finals = np.array([r["mean_return"] for r in lasts])
+    refs = reference_scores().get(game, {})
+    minutes = [timings[k] / 60 for k in keys if k in timings]
+    return {
+        "game": game,
+        "seeds": list(seeds),
+        "per_seed": [(float(r["mean_return"]), float(r["std_return"])) for r in lasts],
+        "real_steps": int(lasts[0]["real_steps"]),
+        "mean": float(finals.mean()),
+        "std": float(finals.std(ddof=1)) if len(finals) > 1 else float(lasts[0]["std_return"]),
+        "hns": human_normalized(float(finals.mean()), refs),
+        "minutes_per_run": float(np.mean(minutes)) if minutes else None,
+        **{k: refs.get(k) for k in ("random", *BENCH_REFERENCES)},
+        **{k: _mean([r.get(k) for r in lasts]) for k in GAP_COLUMNS},
+    }
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(summary: list[dict[str, Any]], preset: str) -> str:
+    """The per-game table: dreamenv's final score beside random and the reference methods,
+    then the mean HNS of the set and, where runs measured it, the last reality gap."""
+    head = [
+        "game",
+        "seeds",
+        f"dreamenv ({preset})",
+        "per seed",
+        "random",
+        "HNS",
+        *BENCH_REFERENCES.values(),
+        "min/run",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary:
-        hns = "n/a" if row["hns"] is None else f"{row['hns']:.3f}"
         cells = [
             row["game"],
-            f"{row['mean']:.1f} ± {row['std']:.1f} (n={row['runs']})",
-            hns,
-            f"{row['minutes_per_run']:.1f}",
+            str(len(row["seeds"])),
+            f"{row['mean']:.1f} ± {row['std']:.1f}",
+            ", ".join(f"{m:.1f} ± {s:.1f}" for m, s in row["per_seed"]),
+            _num(row["random"]),
+            "n/a" if row["hns"] is None else f"{row['hns']:.3f}",
+            *(_num(row[k]) for k in BENCH_REFERENCES),
+            _num(row["minutes_per_run"]),
         ]
-        cells += ["" if row[k] is None else f"{row[k]:.1f}" for k in refs]
         lines.append("| " + " | ".join(cells) + " |")
-    hns_values = [r["hns"] for r in summary if r["hns"] is not None]
-    if hns_values:
+    hns = [r["hns"] for r in summary if r["hns"] is not None]
+    if hns:
         lines.append(
-            f"\nmedian HNS {np.median(hns_values):.3f}, mean HNS {np.mean(hns_values):.3f}"
+            f"\nmean HNS {np.mean(hns):.3f} over {len(hns)} games (median {np.median(hns):.3f})"
         )
+    gapped = [r for r in summary if any(r[k] is not None for k in GAP_COLUMNS)]
+    if gapped:
+        lines += [
+            "",
+            "reality gap of the last iteration (mean over seeds):",
+            "",
+            "| game | " + " | ".join(GAP_COLUMNS) + " |",
+            "|---|" + "---:|" * len(GAP_COLUMNS),
+        ]
+        for r in gapped:
+            lines.append(
+                f"| {r['game']} | "
+                + " | ".join("n/a" if r[k] is None else f"{r[k]:.3f}" for k in GAP_COLUMNS)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    args = parse_args()
-    summary = run_all(args)
+def csv_text(summary: list[dict[str, Any]]) -> str:
+    """The per-game table as CSV (one row per game; per-seed scores as ``mean±std;...``)."""
+    fields = [
+        "game",
+        "seeds",
+        "real_steps",
+        "mean",
+        "std",
+        "per_seed",
+        "random",
+        "hns",
+        *BENCH_REFERENCES,
+        "minutes_per_run",
+        *GAP_COLUMNS,
+    ]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in summary:
+        writer.writerow(
+            {
+                **row,
+                "seeds": " ".join(str(s) for s in row["seeds"]),
+                "per_seed": ";".join(f"{m:.2f}±{s:.2f}" for m, s in row["per_seed"]),
+            }
+        )
+    return buf.getvalue()
+
+
+def summarize(
+    out: Path, games: list[str], seeds: list[int], config: LoopConfig, timings: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Reports and summary rows of every game whose runs have all finished."""
+    summary = []
+    for game in games:
+        run_dirs = [out / run_key(game, s) for s in seeds]
+        if not all(is_finished(d, config) for d in run_dirs):
+            print(f"{game}: not every run has finished; left out of the table (run again)")
+            continue
+        write_report(run_dirs, out / f"{game}-report")
+        summary.append(game_summary(game, seeds, out, timings))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    config = build_config(args)
+    games = [normalize_game(g) for g in args.games]
+    timings = train_all(args, config, games)
+    out = Path(args.out)
+    summary = summarize(out, games, args.seeds, config, timings.seconds)
     table = markdown(summary, args.preset)
     print(table)
-    out = Path(args.out)
     (out / "atari100k.md").write_text(table)
+    (out / "atari100k.csv").write_text(csv_text(summary))
     (out / "atari100k.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {out / 'atari100k.md'} and {out / 'atari100k.json'}")
+    print(f"wrote {out / 'atari100k.md'}, {out / 'atari100k.csv'} and {out / 'atari100k.json'}")
 
 
 if __name__ == "__main__":

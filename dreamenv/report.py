@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def human_normalized(score: float, game_scores: dict[str, float]) -> float | Non
     return (score - game_scores["random"]) / (game_scores["human"] - game_scores["random"])
 
 
-def load_runs(run_dirs: list[str | Path]) -> tuple[str, list[list[dict[str, Any]]]]:
+def load_runs(run_dirs: Sequence[str | Path]) -> tuple[str, list[list[dict[str, Any]]]]:
     """The game and the per-iteration results of every run (all of one game)."""
     games, runs = set(), []
     for run_dir in run_dirs:
@@ -238,7 +239,7 @@ def markdown_table(game: str, runs: list[list[dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, Path]:
+def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> tuple[Path, Path]:
     """Write ``OUT/learning_curve.png`` and ``OUT/report.md`` for runs of one game (with the
     last iteration's reality gap of the runs that measured it)."""
     game, runs = load_runs(run_dirs)
