@@ -149,7 +149,8 @@ def model_scores(
     """Open-loop scores (:data:`OPEN_LOOP_KEYS`) of ``checkpoint`` on ``segments`` random
     windows of ``episodes``: ``burn_in`` real observations, then ``horizon`` imagined steps
     under the real actions. All NaN (no steps) when no episode is long enough or the model
-    is jumpy (it advances several real steps per step).
+    is jumpy (it advances several real steps per step). Windows are drawn independently and
+    may overlap, so ``reward_steps`` counts a rewarded step once per window holding it.
 
     Example:
         >>> model_scores(ckpt, episodes, horizon=50, burn_in=4, segments=64)["reward_recall"]
