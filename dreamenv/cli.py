@@ -539,7 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="the iterative loop: collect, fit, dream, evaluate (resumable)"
     )
     p.add_argument("game")
-    p.add_argument("--preset", default="quick", help="atari100k (the paper's) or quick (CPU)")
+    p.add_argument(
+        "--preset",
+        default="quick",
+        help="quick (the quickstart), cpu100k (the paper's protocol sized for one CPU core) "
+        "or atari100k (the paper's, for a GPU)",
+    )
     p.add_argument("--budget", type=int, help="real agent steps; sets the number of iterations")
     p.add_argument("--run-dir", help="default runs/GAME-sSEED; an existing run continues")
     p.add_argument("--seed", type=int, default=0)

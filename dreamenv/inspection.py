@@ -47,16 +47,24 @@ class OpenLoop:
 
 
 def real_segments(
-    episodes: list[Episode], length: int, count: int, burn_in: int, stack: int, seed: int = 0
+    episodes: list[Episode],
+    length: int,
+    count: int,
+    burn_in: int,
+    stack: int,
+    seed: int = 0,
+    life_loss: bool = False,
 ) -> dict[str, np.ndarray]:
-    """``count`` real windows of ``burn_in - 1 + length`` transitions (within episodes)."""
+    """``count`` real windows of ``burn_in - 1 + length`` transitions (within episodes);
+    with ``life_loss``, ``terminated`` marks lost lives too (as a fit with
+    ``FitConfig.life_loss`` trains the termination head)."""
     steps = burn_in - 1 + length
     usable = [e for e in episodes if len(e) >= steps]
     if not usable:
         from dreamenv.errors import DatasetError
 
         raise DatasetError(f"No held-out episode has the {steps} steps this inspection needs.")
-    sampler = SequenceSampler(usable, stack, steps, seed=seed)
+    sampler = SequenceSampler(usable, stack, steps, seed=seed, life_loss=life_loss)
     which = sampler.rng.choice(len(usable), size=count)
     starts = np.array([sampler.rng.integers(0, len(usable[i]) - steps + 1) for i in which])
     return sampler.window(which, starts)

@@ -92,7 +92,7 @@ class SequenceSampler:
             rewards.append(np.where(valid, ep.rewards[step], 0.0))
             ends = ep.terminated[step]
             if self.life_loss:
-                ends = ends | ep.life_lost[step]  # type: ignore[index]
+                ends = ends | ep.life_lost[step]
             terminated.append(valid & ends)
             mask.append(valid)
         return {

@@ -171,7 +171,7 @@ class EpisodeStore:
             "rewards": np.concatenate([e.rewards for e in episodes]).astype(np.float32),
             "terminated": np.concatenate([e.terminated for e in episodes]).astype(bool),
             "truncated": np.concatenate([e.truncated for e in episodes]).astype(bool),
-            "life_lost": np.concatenate([e.life_lost for e in episodes]).astype(bool),  # type: ignore[misc]
+            "life_lost": np.concatenate([e.life_lost for e in episodes]).astype(bool),
             "lengths": np.array([len(e) for e in episodes], dtype=np.int64),
         }
 

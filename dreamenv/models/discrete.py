@@ -32,6 +32,7 @@ from torch import nn
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.common import reward_classes, sample_categorical
+from dreamenv.precision import Precision, autocast, check_precision
 from dreamenv.random_streams import BatchRandom
 
 
@@ -65,6 +66,14 @@ class DiscreteConfig:
     """After warm-up, update the VQ-VAE only every this many steps (paper: 2)."""
     recon_frames: int = 0
     """Frames of a batch the VQ-VAE loss is computed on (a random subset; 0 = all)."""
+    precision: Precision = "float32"
+    """Precision of encoding frames to codes wherever it happens (the dynamics' training
+    targets, the start bank, the real env), so all of them see the same codes:
+    ``"bfloat16"`` (autocast) encodes 96x96 frames about 3x faster on CPUs with AVX-512
+    BF16 and changed 0.2-0.4% of the codes against float32's."""
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, "DiscreteConfig.precision")
 
 
 PRESETS = {
@@ -129,6 +138,19 @@ def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
     safe = torch.where(small, torch.ones_like(logits), logits)
     mean = torch.sigmoid(safe) / torch.tanh(safe / 2) - 1.0 / safe
     return torch.where(small, 0.5 + logits / 12.0, mean)
+
+
+def moving_pixel_error(frames: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    """Mean of ``error`` ``(B, stack, S, S)`` over the pixels of each stack's newest frame
+    that differ from the frame before (what moves: the player, a ball, enemies), where a
+    mean over the whole screen is dominated by its static background; NaN for a stack of
+    one frame or no moving pixel."""
+    if frames.shape[1] < 2:
+        return torch.tensor(float("nan"))
+    moving = (frames[:, -1] != frames[:, -2]).float()
+    if not bool(moving.any()):
+        return torch.tensor(float("nan"))
+    return (error[:, -1] * moving).sum() / moving.sum()
 
 
 class VectorQuantizer(nn.Module):
@@ -345,14 +367,16 @@ class DiscreteWorldModel(WorldModel):
         return z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        z = self._encode_continuous(frames)
+        with autocast(self.config.precision, frames.device):
+            z = self._encode_continuous(frames)
         return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
 
     @torch.no_grad()
     def served_indices(self, frames: torch.Tensor) -> torch.Tensor:
         """The indices the envs see for ``frames``: :meth:`encode` with the encoder in eval
         mode (BatchNorm running statistics, left unchanged), whatever mode the model is in.
-        The dynamics train on these, as inputs and as targets."""
+        The dynamics train on these, as inputs and as targets, in the model's own
+        ``precision`` whatever autocast surrounds the call (as the envs encode)."""
         was_training = self.encoder.training
         self.encoder.eval()
         try:
@@ -457,14 +481,16 @@ class DiscreteWorldModel(WorldModel):
         q = q.view(b, self.grid, self.grid, -1).permute(0, 3, 1, 2)
         logits = self.decoder(q).float()
         recon = continuous_bernoulli_nll(logits, _to_target(frames)).mean()
+        error = (
+            (continuous_bernoulli_mean(logits.detach()) - CB_MARGIN) / (1 - 2 * CB_MARGIN)
+            - _to_unit(frames)
+        ).square()
         return {
             "recon_loss": recon,
             "commitment_loss": commitment,
             "indices": idx.view(b, self.grid, self.grid),
-            "recon_mse": F.mse_loss(
-                (continuous_bernoulli_mean(logits.detach()) - CB_MARGIN) / (1 - 2 * CB_MARGIN),
-                _to_unit(frames),
-            ),
+            "recon_mse": error.mean(),
+            "recon_moving_mse": moving_pixel_error(frames, error),
         }
 
     def _dynamics_outputs(
@@ -569,6 +595,7 @@ class DiscreteWorldModel(WorldModel):
         return {
             "recon_loss": float(rep["recon_loss"]),
             "recon_mse": float(rep["recon_mse"]),
+            "recon_moving_mse": float(rep["recon_moving_mse"]),
             "latent_loss": float(terms["latent_loss"]),
             "latent_acc": float(terms["latent_acc"]),
             "reward_acc": float(terms["reward_acc"]),

@@ -22,6 +22,7 @@ from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.options import DreamOptions
 from dreamenv.envs.vector import DreamVectorEnv
 from dreamenv.errors import ConfigError
+from dreamenv.precision import Precision, check_precision
 from dreamenv.sb3.agent_files import ALGORITHMS
 from dreamenv.sb3.extractor import LatentExtractor
 from dreamenv.sb3.vec_env import wrap
@@ -47,9 +48,11 @@ def make_agent(
     extractor: bool = True,
     seed: int | None = None,
     device: str = "cpu",
+    precision: Precision = "float32",
     **kwargs: Any,
 ) -> BaseAlgorithm:
-    """A new SB3 agent for ``env``; ``extractor`` uses :class:`LatentExtractor` (paper policy).
+    """A new SB3 agent for ``env``; ``extractor`` uses :class:`LatentExtractor` (paper policy)
+    for latent observations, run in ``precision`` (:mod:`dreamenv.precision`).
 
     ``kwargs`` go to the algorithm (``verbose``, ``tensorboard_log``, ``n_steps``, ...); PPO
     starts from :data:`PAPER_PPO`.
@@ -69,6 +72,10 @@ def make_agent(
         not isinstance(space, gym.spaces.Box) or (len(shape) == 3 and not pixels)
     ):
         policy_kwargs.setdefault("features_extractor_class", LatentExtractor)
+        if precision != "float32" and policy_kwargs["features_extractor_class"] is LatentExtractor:
+            extractor_kwargs = dict(policy_kwargs.get("features_extractor_kwargs") or {})
+            extractor_kwargs.setdefault("precision", check_precision(precision))
+            policy_kwargs["features_extractor_kwargs"] = extractor_kwargs
     policy = "CnnPolicy" if pixels else "MlpPolicy"
     return cls(policy, env, seed=seed, device=device, policy_kwargs=policy_kwargs, **params)
 
@@ -121,7 +128,8 @@ def train_in_dream(
 
     Args:
         options: the dream env's options (horizon, obs_type, reward_mode, burn_in,
-            temperature, use_termination, device: the agent's device too); None: defaults.
+            temperature, use_termination, device and precision: a new agent's too); None:
+            defaults.
             ``use_termination=False`` ends dream episodes only at the horizon, as the paper.
         num_envs: dream envs per step; None: the agent's own count, or 16 for a new agent.
         agent: an agent to continue (its env is replaced by a fresh dream env); None: a new
@@ -150,7 +158,15 @@ def train_in_dream(
     if tensorboard_log is not None:
         outputs["tensorboard_log"] = str(tensorboard_log)
     if agent is None:
-        agent = make_agent(algo, dream, seed=seed, device=options.device, **outputs, **agent_kwargs)
+        agent = make_agent(
+            algo,
+            dream,
+            seed=seed,
+            device=options.device,
+            precision=options.precision,
+            **outputs,
+            **agent_kwargs,
+        )
     else:
         agent.set_env(dream)
         for name, value in outputs.items():

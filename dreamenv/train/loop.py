@@ -39,8 +39,10 @@ import torch
 
 from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.data.collect import collect
+from dreamenv.data.store import Episode, EpisodeStore
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.errors import ConfigError
+from dreamenv.precision import Precision, check_precision
 from dreamenv.train.fit import FitConfig, fit
 
 PAPER_EPOCHS = (140, 32, 24, 20, 16, 14, 12, 11, 10, 9, 8, 8, 7, 7, 6)
@@ -72,6 +74,8 @@ class LoopConfig:
     """Epochs of VQ-VAE warm-up at the start of the first iteration."""
     preset: str = "paper"
     """World-model size preset."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """World-model settings overriding the preset's (as ``dreamenv fit --set KEY=VALUE``)."""
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, warmup_epochs=0))
     """Other fit settings (batch, sequence length, learning rates); epochs come from above."""
     rollouts: tuple[int, ...] = PAPER_ROLLOUTS
@@ -93,6 +97,12 @@ class LoopConfig:
     """Cap on an evaluation episode's agent steps (the game's own limit when None)."""
     device: str = "auto"
     """``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``."""
+    precision: Precision = "float32"
+    """``"bfloat16"``: the dream steps and a new agent's policy trunk run under bfloat16
+    autocast (:mod:`dreamenv.precision`); fitting has its own ``fit.precision``."""
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, "LoopConfig.precision")
 
     @property
     def total_steps(self) -> int:
@@ -148,6 +158,30 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         eval_episodes=32,
         device="cpu",
     ),
+    "cpu100k": LoopConfig(
+        screen_size=96,
+        wm_epochs=(11, 2),
+        warmup_epochs=3,
+        preset="small",
+        model_overrides={"precision": "bfloat16"},
+        fit=FitConfig(
+            epochs=1,
+            warmup_epochs=0,
+            batch_size=32,
+            seq_len=16,
+            updates_per_epoch=100,
+            reward_windows=0.25,
+            life_loss=True,
+            precision="bfloat16",
+        ),
+        rollouts=(63, 32),
+        dream_envs=64,
+        ppo={"batch_size": 400},
+        use_termination=True,
+        eval_envs=32,
+        device="cpu",
+        precision="bfloat16",
+    ),
 }
 """``atari100k``: the paper's protocol (meant for a GPU): 12,800 random real steps, then 14
 iterations of 6,400 with the policy, 102,400 real steps in all, as the paper counts its
@@ -156,12 +190,43 @@ cores (the quickstart: 6 min 20 s on the machine of earlier sessions, 16 min 34 
 steps of 64x64 frames (a 4x4 latent grid), 6 world-model epochs of 150 updates (2 of VQ-VAE
 warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
 that end only at the horizon (as in the paper); pass ``--iterations 2`` (or more) to go on
-collecting with the policy."""
+collecting with the policy. ``cpu100k``: the paper's real-interaction protocol unchanged
+(12,800 random steps, 14 iterations of 6,400 with the policy at temperature 1.5, 32
+evaluation episodes after each) with budgets for one CPU core in at most 90 minutes:
+96x96 frames (the paper's 6x6 grid), the ``small`` model, bfloat16 autocast in fitting,
+encoding, the dream and the policy trunk; 300 warm-up and 800 joint updates in the first
+iteration, 200 in each later one; PPO for about 200K imagined steps in the first
+iteration and 100K in each later one, in 64 dream envs whose episodes end at a lost life
+or the game's end (the termination head learns both: ``FitConfig.life_loss``) or at the
+50-step horizon."""
+
+
+class PhaseTimer:
+    """Wall-clock seconds of the phases of one iteration: ``mark(name)`` ends a phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[f"{name}_seconds"] = round(now - self._last, 1)
+        self._last = now
+
+
+def newest_episodes(store: EpisodeStore, previous_steps: int) -> list[Episode]:
+    """The episodes of ``store`` after its first ``previous_steps`` steps: those the last
+    collection added (the store grows by whole episodes, in order)."""
+    episodes = store.episodes()
+    ends = np.cumsum([len(e) for e in episodes])
+    return [e for e, end in zip(episodes, ends, strict=True) if end > previous_steps]
 
 
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_json(run_dir / "results.json", rows)
-    fields = [k for k in rows[0] if k != "returns"]
+    fields: list[str] = []  # the union in order: a resumed run may have gained columns
+    for row in rows:
+        fields += [k for k in row if k != "returns" and k not in fields]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
@@ -245,7 +310,9 @@ def train(
         >>> rows = train("pong", "runs/pong-s0", LOOP_PRESETS["quick"], tensorboard_log="tb")
     """
     from dreamenv.envs.options import DreamOptions
-    from dreamenv.sb3 import AgentPolicy, evaluate, load_agent, save_agent, train_in_dream
+    from dreamenv.evaluate import play_episodes
+    from dreamenv.sb3 import AgentPolicy, load_agent, save_agent, train_in_dream
+    from dreamenv.train.reality_gap import reality_gap
 
     config = config or LoopConfig()
     run_dir = Path(run_dir)
@@ -262,6 +329,10 @@ def train(
         start = time.monotonic()
         steps = config.initial_steps + (iteration - 1) * config.steps_per_iteration
         previous_agent = run_dir / f"agent-{iteration - 1}"
+        previous_steps = steps - (
+            config.initial_steps if iteration == 1 else config.steps_per_iteration
+        )
+        timer = PhaseTimer()
         policy = None
         if iteration > 1:
             policy = AgentPolicy(previous_agent, model, config.temperature, device)
@@ -274,6 +345,7 @@ def train(
             seed=seed * 1000 + iteration,
             progress=progress,
         )
+        timer.mark("collect")
         fit_config = dataclasses.replace(
             config.fit,
             epochs=config.epochs_until(iteration),
@@ -281,18 +353,30 @@ def train(
             seed=seed,
             device=device,
         )
-        fit(data, model, preset=config.preset, config=fit_config, progress=progress)
+        fit(
+            data,
+            model,
+            preset=config.preset,
+            model_overrides=config.model_overrides or None,
+            config=fit_config,
+            progress=progress,
+        )
+        timer.mark("fit")
         agent = load_agent(previous_agent, device) if iteration > 1 else None
         ppo = dict(config.ppo)
         n_steps = int(ppo.get("n_steps", 50))
+        dream_options = DreamOptions(
+            horizon=config.horizon,
+            use_termination=config.use_termination,
+            device=device,
+            precision=config.precision,
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*mini-batch size.*")
             agent = train_in_dream(
                 model,
                 config.rollouts_of(iteration) * config.dream_envs * n_steps,
-                options=DreamOptions(
-                    horizon=config.horizon, use_termination=config.use_termination, device=device
-                ),
+                options=dream_options,
                 num_envs=config.dream_envs,
                 seed=seed + iteration,
                 agent=agent,
@@ -301,7 +385,8 @@ def train(
                 **ppo,
             )
         save_agent(agent, run_dir / f"agent-{iteration}")
-        returns = evaluate(
+        timer.mark("dream")
+        stats = play_episodes(
             agent,
             model,
             episodes=config.eval_episodes,
@@ -310,6 +395,18 @@ def train(
             max_steps=config.eval_max_steps,
             device=device,
         )
+        timer.mark("evaluate")
+        gap = reality_gap(
+            model,
+            agent,
+            newest_episodes(EpisodeStore.open(data), previous_steps),
+            real=stats,
+            options=dream_options,
+            seed=seed + 20_000 * iteration,
+            life_loss=config.fit.life_loss,
+        )
+        timer.mark("gap")
+        returns = stats.returns
         rows.append(
             {
                 "iteration": iteration,
@@ -317,7 +414,10 @@ def train(
                 "mean_return": float(np.mean(returns)),
                 "std_return": float(np.std(returns, ddof=1)) if len(returns) > 1 else 0.0,
                 "episodes": len(returns),
+                "mean_length": float(np.mean(stats.lengths)),
                 "seconds": round(time.monotonic() - start, 1),
+                **timer.seconds,
+                **gap,
                 "returns": returns.tolist(),
             }
         )

@@ -145,6 +145,7 @@ def model_scores(
     burn_in: int,
     segments: int,
     seed: int = 0,
+    life_loss: bool = False,
 ) -> dict[str, float]:
     """Open-loop scores (:data:`OPEN_LOOP_KEYS`) of ``checkpoint`` on ``segments`` random
     windows of ``episodes``: ``burn_in`` real observations, then ``horizon`` imagined steps
@@ -160,7 +161,13 @@ def model_scores(
         return nan_open_loop()
     try:
         seg = real_segments(
-            list(episodes), horizon, segments, burn_in, checkpoint.spec.frame_stack, seed
+            list(episodes),
+            horizon,
+            segments,
+            burn_in,
+            checkpoint.spec.frame_stack,
+            seed,
+            life_loss=life_loss,
         )
     except DatasetError:
         return nan_open_loop()
@@ -211,6 +218,7 @@ def reality_gap(
     dream_episodes: int = 64,
     segments: int = 64,
     seed: int = 0,
+    life_loss: bool = False,
 ) -> dict[str, float]:
     """The agent's return in the dream against the real game, and the model's open-loop
     scores on ``episodes``.
@@ -224,6 +232,8 @@ def reality_gap(
         dream_episodes: dream episodes played (one batch).
         segments: real windows of ``burn_in - 1 + H`` steps scored open loop.
         seed: seeds the dream, the choice of windows and the model's sampling.
+        life_loss: score terminations against lost lives too (the model was fitted with
+            ``FitConfig.life_loss``).
 
     Returns:
         ``dream_return`` (mean over the dream episodes, in the dream's clipped units),
@@ -257,6 +267,7 @@ def reality_gap(
         burn_in=options.burn_in,
         segments=segments,
         seed=seed,
+        life_loss=life_loss,
     )
     return {
         "dream_return": dream_return,
