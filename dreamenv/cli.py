@@ -260,6 +260,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("screen_size", args.screen_size),
             ("use_termination", {"on": True, "off": False, None: None}[args.dream_termination]),
             ("preset", args.model_preset),
+            ("family", args.family),
+            ("precision", args.precision),
             ("eval_episodes", args.eval_episodes),
             ("eval_max_steps", args.eval_max_steps),
             ("device", args.device),
@@ -559,6 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="end dream episodes when the termination head says so (default: the preset's)",
     )
     p.add_argument("--model-preset", help="world-model size: small, paper")
+    p.add_argument("--family", help="world-model family (default: the preset's, discrete)")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="of the dream steps and the policy trunk (default: the preset's)",
+    )
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)
     p.add_argument("--rollouts", type=int, nargs="+", help="PPO rollouts per iteration")

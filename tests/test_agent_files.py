@@ -273,3 +273,21 @@ def test_train_in_dream_writes_tensorboard_and_prints_with_verbose(
 def test_train_in_dream_keeps_the_agents_env_count(ppo: PPO, checkpoint_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"trained with 2 envs .*Pass num_envs=2 \(--envs 2\)"):
         train_in_dream(checkpoint_dir, 16, agent=ppo, num_envs=3, progress=False)
+
+
+def test_a_bfloat16_trunk_trains_and_round_trips(checkpoint_dir: Path, tmp_path: Path) -> None:
+    """A dream in bfloat16 gives a new agent a bfloat16 LatentExtractor; saved and loaded,
+    it keeps its precision and acts as before."""
+    options = DreamOptions(precision="bfloat16")
+    agent = train_in_dream(
+        checkpoint_dir, 64, options=options, num_envs=2, n_steps=32, batch_size=32, progress=False
+    )
+    assert agent.policy.features_extractor.precision == "bfloat16"
+    save_agent(agent, tmp_path / "agent")
+    back = load_agent(tmp_path / "agent")
+    assert back.policy.features_extractor.precision == "bfloat16"
+    env = DreamVectorEnv(checkpoint_dir, 2, options=options)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(
+        agent.predict(obs, deterministic=True)[0], back.predict(obs, deterministic=True)[0]
+    )

@@ -378,3 +378,74 @@ def test_the_atari100k_preset_counts_the_papers_real_steps() -> None:
     config = LOOP_PRESETS["atari100k"]
     assert config.total_steps == 102_400 == 12_800 + 14 * 6_400
     assert config.with_budget(100_000).total_steps == 96_000  # whole iterations only
+
+
+def test_the_cpu100k_preset_keeps_the_papers_protocol() -> None:
+    paper, cpu = LOOP_PRESETS["atari100k"], LOOP_PRESETS["cpu100k"]
+    same = ("iterations", "initial_steps", "steps_per_iteration", "temperature", "eval_episodes")
+    assert {k: getattr(cpu, k) for k in same} == {k: getattr(paper, k) for k in same}
+    assert cpu.total_steps == 102_400 and cpu.screen_size == 96
+    spec = AtariSpec("pong", screen_size=cpu.screen_size)
+    assert spec.frame_skip == 4 and spec.repeat_action_probability == 0.0
+    assert cpu.fit.life_loss and cpu.use_termination and cpu.device == "cpu"
+
+
+def test_every_iteration_records_its_phases_and_reality_gap(run_dir: Path) -> None:
+    from dreamenv.report import GAP_KEYS
+
+    for row in read_results(run_dir):
+        for phase in ("collect", "fit", "dream", "evaluate", "gap"):
+            assert row[f"{phase}_seconds"] >= 0
+        assert set(GAP_KEYS) <= set(row)
+        assert row["gap"] == pytest.approx(row["dream_return"] - row["real_window_return"])
+    header = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
+    assert "fit_seconds" in header and "reward_recall" in header
+
+
+def test_newest_episodes_are_those_of_the_last_collection(run_dir: Path) -> None:
+    from dreamenv.data.store import EpisodeStore
+    from dreamenv.train.loop import newest_episodes
+
+    store = EpisodeStore.open(run_dir / "data")
+    newest = newest_episodes(store, 300)
+    assert sum(len(e) for e in newest) == 100  # the second iteration's 100 steps
+    assert len(newest_episodes(store, 0)) == len(store.episodes())
+
+
+def test_results_csv_holds_columns_a_resumed_run_gained(tmp_path: Path) -> None:
+    from dreamenv.train.loop import _write_results
+
+    _write_results(tmp_path, [{"iteration": 1, "returns": [1]}, {"iteration": 2, "gap": 0.5}])
+    assert (tmp_path / "results.csv").read_text().splitlines() == ["iteration,gap", "1,", "2,0.5"]
+
+
+def test_the_loop_runs_with_another_family_in_bfloat16(tmp_path: Path) -> None:
+    config = dataclasses.replace(
+        TINY_LOOP,
+        iterations=1,
+        family="rssm",
+        model_overrides={"precision": "bfloat16"},
+        fit=dataclasses.replace(TINY_LOOP.fit, precision="bfloat16", life_loss=True),
+        precision="bfloat16",
+    )
+    with pytest.warns(UserWarning, match="'rssm' family has no setting 'precision'"):
+        rows = train("pong", tmp_path / "run", config, spec=SPEC, progress=False)
+    assert len(rows) == 1 and np.isfinite(rows[0]["mean_return"])
+    state = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert state["family"] == "rssm"
+
+
+def test_bad_precisions_are_clear_errors() -> None:
+    from dreamenv.envs.options import DreamOptions
+    from dreamenv.sb3.extractor import LatentExtractor
+
+    with pytest.raises(ConfigError, match="LoopConfig.precision must be one of"):
+        LoopConfig(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="FitConfig.precision must be one of"):
+        FitConfig(precision="half")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="precision must be one of .*got 'bf16'"):
+        DreamOptions(precision="bf16")  # type: ignore[arg-type]
+    import gymnasium as gym
+
+    with pytest.raises(ConfigError, match="LatentExtractor precision must be one of"):
+        LatentExtractor(gym.spaces.MultiDiscrete([4] * 4), precision="int8")  # type: ignore[arg-type]

@@ -372,3 +372,15 @@ def test_dead_codes_are_restarted_in_the_warmup() -> None:
     model, batch, outputs = _dead_code_model()
     model.loss(batch, "warmup", 0)
     assert _restarted(model, outputs) >= 8
+
+
+def test_moving_pixel_error_averages_only_what_moved() -> None:
+    from dreamenv.models.discrete import moving_pixel_error
+
+    frames = torch.zeros(2, 2, 4, 4, dtype=torch.uint8)
+    frames[0, 1, 0, 0] = 255  # one pixel moved in the first stack, none in the second
+    error = torch.full((2, 2, 4, 4), 0.01)
+    error[0, 1, 0, 0] = 0.5
+    assert float(moving_pixel_error(frames, error)) == pytest.approx(0.5)
+    assert torch.isnan(moving_pixel_error(frames[:, :1], error[:, :1]))
+    assert torch.isnan(moving_pixel_error(torch.zeros_like(frames), error))

@@ -72,10 +72,14 @@ class LoopConfig:
     """World-model epochs per iteration (the last entry repeats if there are more iterations)."""
     warmup_epochs: int = 50
     """Epochs of VQ-VAE warm-up at the start of the first iteration."""
+    family: str = "discrete"
+    """World-model family (``dreamenv fit --family``)."""
     preset: str = "paper"
     """World-model size preset."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    """World-model settings overriding the preset's (as ``dreamenv fit --set KEY=VALUE``)."""
+    """World-model settings overriding the preset's (as ``dreamenv fit --set KEY=VALUE``);
+    keys the family's config lacks are dropped with a warning (the presets' overrides are
+    the discrete family's)."""
     fit: FitConfig = field(default_factory=lambda: FitConfig(epochs=1, warmup_epochs=0))
     """Other fit settings (batch, sequence length, learning rates); epochs come from above."""
     rollouts: tuple[int, ...] = PAPER_ROLLOUTS
@@ -199,6 +203,21 @@ iteration, 200 in each later one; PPO for about 200K imagined steps in the first
 iteration and 100K in each later one, in 64 dream envs whose episodes end at a lost life
 or the game's end (the termination head learns both: ``FitConfig.life_loss``) or at the
 50-step horizon."""
+
+
+def family_overrides(config: LoopConfig) -> dict[str, Any]:
+    """``config.model_overrides`` without the keys its family's config lacks (warned)."""
+    from dreamenv.models.base import get_family
+
+    names = {f.name for f in dataclasses.fields(get_family(config.family).config_class)}
+    dropped = sorted(set(config.model_overrides) - names)
+    if dropped:
+        warnings.warn(
+            f"the {config.family!r} family has no setting {', '.join(map(repr, dropped))}; "
+            "the loop trains it without (these overrides are for another family).",
+            stacklevel=3,
+        )
+    return {k: v for k, v in config.model_overrides.items() if k in names}
 
 
 class PhaseTimer:
@@ -356,8 +375,9 @@ def train(
         fit(
             data,
             model,
+            family=config.family,
             preset=config.preset,
-            model_overrides=config.model_overrides or None,
+            model_overrides=family_overrides(config) or None,
             config=fit_config,
             progress=progress,
         )
