@@ -183,3 +183,25 @@ def test_family_dream_example(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert "dream-trained:" in out and "random:" in out
+
+
+def test_precision_benchmark(tmp_path) -> None:
+    out = run(
+        "benchmarks/precision.py",
+        "--sizes",
+        "64",
+        "--preset",
+        "tiny",
+        "--steps",
+        "300",
+        "--fit-updates",
+        "2",
+        "--repeats",
+        "1",
+        "--batch",
+        "2",
+        "--out",
+        str(tmp_path / "precision"),
+        cwd=tmp_path,
+    )
+    assert "float32 / bfloat16" in out and (tmp_path / "precision" / "precision.md").is_file()

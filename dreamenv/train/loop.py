@@ -149,6 +149,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         wm_epochs=(6, 3),
         warmup_epochs=2,
         preset="small",
+        model_overrides={"precision": "bfloat16"},
         fit=FitConfig(
             epochs=1,
             warmup_epochs=0,
@@ -156,11 +157,13 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
             seq_len=16,
             updates_per_epoch=150,
             reward_windows=0.25,
+            precision="bfloat16",
         ),
         rollouts=(250, 125),
         use_termination=False,
         eval_episodes=32,
         device="cpu",
+        precision="bfloat16",
     ),
     "cpu100k": LoopConfig(
         screen_size=96,
