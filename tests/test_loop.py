@@ -449,3 +449,16 @@ def test_bad_precisions_are_clear_errors() -> None:
 
     with pytest.raises(ConfigError, match="LatentExtractor precision must be one of"):
         LatentExtractor(gym.spaces.MultiDiscrete([4] * 4), precision="int8")  # type: ignore[arg-type]
+
+
+def test_a_run_saved_before_newer_settings_resumes_at_their_defaults(run_dir: Path) -> None:
+    saved = json.loads((run_dir / "run.json").read_text())
+    for name in ("family", "precision", "model_overrides"):
+        del saved["loop"][name]
+    for name in ("life_loss", "precision"):
+        del saved["loop"]["fit"][name]
+    meta = {**saved, "loop": TINY_LOOP.to_dict()}
+    check_resume(run_dir, saved, meta)  # what the earlier version ran: these defaults
+    changed = {**TINY_LOOP.to_dict(), "precision": "bfloat16"}
+    with pytest.raises(ConfigError, match="loop.precision: the run has \\(not set\\), this call 'bfloat16'"):
+        check_resume(run_dir, saved, {**saved, "loop": changed})

@@ -287,14 +287,20 @@ def check_resume(run_dir: Path, saved: dict[str, Any], meta: dict[str, Any]) -> 
             f"this call asks for {meta['game']!r} with seed {meta['seed']}. Use another run directory."
         )
     old, new = _flat(saved), _flat(json.loads(json.dumps(meta)))
+    defaults = _flat(json.loads(json.dumps({"loop": LoopConfig().to_dict()})))
 
     def show(values: dict[str, Any], key: str) -> str:
         return repr(values[key]) if key in values else "(not set)"
 
+    def differs(key: str) -> bool:
+        if key in old or key not in defaults:
+            return old.get(key) != new.get(key)
+        return new[key] != defaults[key]  # a setting newer than the run: its default is the run's
+
     changed = [
         f"{key}: the run has {show(old, key)}, this call {show(new, key)}"
         for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key)
+        if differs(key)
         and key not in FREE_ON_RESUME
         and not (key == "loop.iterations" and new[key] > old.get(key, new[key]))
     ]
