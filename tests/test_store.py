@@ -255,3 +255,15 @@ def test_chunks_of_earlier_versions_read_without_lost_lives(tmp_path: Path) -> N
     )
     (ep,) = store.episodes()
     assert ep.life_lost.tolist() == [False, False]  # type: ignore[union-attr]
+
+
+def test_episodes_after_some_steps_are_those_ending_later(store_dir: Path) -> None:
+    store = EpisodeStore.open(store_dir)
+    every = store.episodes()
+    ends = np.cumsum([len(e) for e in every])
+    for after in (0, 1, int(ends[0]), int(ends[len(ends) // 2]) + 3, int(ends[-1])):
+        later = store.episodes(after_steps=after)
+        expected = [e for e, end in zip(every, ends, strict=True) if end > after]
+        assert [len(e) for e in later] == [len(e) for e in expected]
+        for got, want in zip(later, expected, strict=True):
+            np.testing.assert_array_equal(got.frames, want.frames)

@@ -182,10 +182,17 @@ class EpisodeStore:
         write_atomic(target, write)
         return target
 
-    def episodes(self) -> list[Episode]:
-        """Every stored episode, in collection order."""
+    def episodes(self, after_steps: int = 0) -> list[Episode]:
+        """The stored episodes in collection order; with ``after_steps``, only those ending
+        after the store's first ``after_steps`` steps (chunks wholly before them are not
+        read: what the newest collections added, cheaply)."""
         out: list[Episode] = []
+        done = 0
         for path in self.chunk_paths:
+            lengths = self._read_lengths(path) if after_steps else None
+            if lengths is not None and done + int(lengths.sum()) <= after_steps:
+                done += int(lengths.sum())
+                continue
             data = self._read_chunk(path)
             f0 = a0 = 0
             for length in data["lengths"]:
@@ -204,6 +211,9 @@ class EpisodeStore:
                 )
                 f0 += length + 1
                 a0 += length
+                done += length
+                if done <= after_steps:
+                    out.pop()
             if f0 != len(data["frames"]) or a0 != len(data["actions"]):
                 raise DatasetError(
                     f"Chunk {path} is inconsistent: its lengths do not match its arrays."

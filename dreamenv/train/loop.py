@@ -239,9 +239,7 @@ class PhaseTimer:
 def newest_episodes(store: EpisodeStore, previous_steps: int) -> list[Episode]:
     """The episodes of ``store`` after its first ``previous_steps`` steps: those the last
     collection added (the store grows by whole episodes, in order)."""
-    episodes = store.episodes()
-    ends = np.cumsum([len(e) for e in episodes])
-    return [e for e, end in zip(episodes, ends, strict=True) if end > previous_steps]
+    return store.episodes(after_steps=previous_steps)
 
 
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
