@@ -404,12 +404,10 @@ def test_every_iteration_records_its_phases_and_reality_gap(run_dir: Path) -> No
 
 def test_newest_episodes_are_those_of_the_last_collection(run_dir: Path) -> None:
     from dreamenv.data.store import EpisodeStore
-    from dreamenv.train.loop import newest_episodes
-
     store = EpisodeStore.open(run_dir / "data")
-    newest = newest_episodes(store, 300)
+    newest = store.episodes(after_steps=300)
     assert sum(len(e) for e in newest) == 100  # the second iteration's 100 steps
-    assert len(newest_episodes(store, 0)) == len(store.episodes())
+    assert len(store.episodes(after_steps=0)) == len(store.episodes())
 
 
 def test_results_csv_holds_columns_a_resumed_run_gained(tmp_path: Path) -> None:

@@ -197,23 +197,22 @@ class EpisodeStore:
             f0 = a0 = 0
             for length in data["lengths"]:
                 length = int(length)
-                out.append(
-                    Episode(
-                        frames=data["frames"][f0 : f0 + length + 1],
-                        actions=data["actions"][a0 : a0 + length],
-                        rewards=data["rewards"][a0 : a0 + length],
-                        terminated=data["terminated"][a0 : a0 + length],
-                        truncated=data["truncated"][a0 : a0 + length],
-                        life_lost=data["life_lost"][a0 : a0 + length]
-                        if "life_lost" in data
-                        else None,
+                done += length
+                if done > after_steps:
+                    out.append(
+                        Episode(
+                            frames=data["frames"][f0 : f0 + length + 1],
+                            actions=data["actions"][a0 : a0 + length],
+                            rewards=data["rewards"][a0 : a0 + length],
+                            terminated=data["terminated"][a0 : a0 + length],
+                            truncated=data["truncated"][a0 : a0 + length],
+                            life_lost=data["life_lost"][a0 : a0 + length]
+                            if "life_lost" in data
+                            else None,
+                        )
                     )
-                )
                 f0 += length + 1
                 a0 += length
-                done += length
-                if done <= after_steps:
-                    out.pop()
             if f0 != len(data["frames"]) or a0 != len(data["actions"]):
                 raise DatasetError(
                     f"Chunk {path} is inconsistent: its lengths do not match its arrays."

@@ -39,9 +39,10 @@ import torch
 
 from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.data.collect import collect
-from dreamenv.data.store import Episode, EpisodeStore
+from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.errors import ConfigError
+from dreamenv.models.base import get_family
 from dreamenv.precision import Precision, check_precision
 from dreamenv.train.fit import FitConfig, fit
 
@@ -111,7 +112,11 @@ class LoopConfig:
     @property
     def total_steps(self) -> int:
         """Real agent steps the whole run uses."""
-        return self.initial_steps + (self.iterations - 1) * self.steps_per_iteration
+        return self.steps_after(self.iterations)
+
+    def steps_after(self, iteration: int) -> int:
+        """Real agent steps collected once iteration ``iteration`` (1-based; 0: none) ran."""
+        return self.initial_steps + (iteration - 1) * self.steps_per_iteration if iteration else 0
 
     def epochs_until(self, iteration: int) -> int:
         """Cumulative world-model epochs after ``iteration`` (1-based)."""
@@ -210,8 +215,6 @@ or the game's end (the termination head learns both: ``FitConfig.life_loss``) or
 
 def family_overrides(config: LoopConfig) -> dict[str, Any]:
     """``config.model_overrides`` without the keys its family's config lacks (warned)."""
-    from dreamenv.models.base import get_family
-
     names = {f.name for f in dataclasses.fields(get_family(config.family).config_class)}
     dropped = sorted(set(config.model_overrides) - names)
     if dropped:
@@ -235,11 +238,6 @@ class PhaseTimer:
         self.seconds[f"{name}_seconds"] = round(now - self._last, 1)
         self._last = now
 
-
-def newest_episodes(store: EpisodeStore, previous_steps: int) -> list[Episode]:
-    """The episodes of ``store`` after its first ``previous_steps`` steps: those the last
-    collection added (the store grows by whole episodes, in order)."""
-    return store.episodes(after_steps=previous_steps)
 
 
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -353,11 +351,8 @@ def train(
     data, model = run_dir / "data", run_dir / "model"
     for iteration in range(len(rows) + 1, config.iterations + 1):
         start = time.monotonic()
-        steps = config.initial_steps + (iteration - 1) * config.steps_per_iteration
+        steps = config.steps_after(iteration)
         previous_agent = run_dir / f"agent-{iteration - 1}"
-        previous_steps = steps - (
-            config.initial_steps if iteration == 1 else config.steps_per_iteration
-        )
         timer = PhaseTimer()
         policy = None
         if iteration > 1:
@@ -426,7 +421,7 @@ def train(
         gap = reality_gap(
             model,
             agent,
-            newest_episodes(EpisodeStore.open(data), previous_steps),
+            EpisodeStore.open(data).episodes(after_steps=config.steps_after(iteration - 1)),
             real=stats,
             options=dream_options,
             seed=seed + 20_000 * iteration,
