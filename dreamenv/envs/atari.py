@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamenv.envs.spec import ActionSpec
 from dreamenv.envs.toy import TOY_GAMES
 from dreamenv.errors import ConfigError
 
@@ -84,6 +85,12 @@ class AtariSpec:
     max_episode_frames: int = 108_000
     """Emulator frames after which a real episode is truncated."""
 
+    kind = "atari"
+    channels = 1
+    frame_dtype = np.uint8
+    reward_kind = "ternary"
+    """Rewards are sign-clipped (the Atari protocol): the reward head predicts their sign."""
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "game", normalize_game(self.game))
         if self.screen_size not in SCREEN_SIZES:
@@ -108,6 +115,16 @@ class AtariSpec:
         """Shape of one stacked observation: (frame_stack, screen_size, screen_size)."""
         return (self.frame_stack, self.screen_size, self.screen_size)
 
+    @property
+    def single_frame_shape(self) -> tuple[int, int]:
+        """Shape of one stored (unstacked) frame: (screen_size, screen_size)."""
+        return (self.screen_size, self.screen_size)
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        """``Discrete`` over the game's minimal action set."""
+        return ActionSpec.discrete(len(action_meanings(self.game)))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return dataclasses.asdict(self)
@@ -116,6 +133,7 @@ class AtariSpec:
     def from_dict(cls, data: dict[str, Any]) -> AtariSpec:
         """Inverse of :meth:`to_dict`; unknown keys raise a :class:`ConfigError`."""
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k != "kind"}
         unknown = set(data) - names
         if unknown:
             raise ConfigError(

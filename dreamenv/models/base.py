@@ -24,6 +24,7 @@ windows of ``c * seq_len`` real steps that it sub-samples itself.
 Example:
     >>> from dreamenv.models import build_model
     >>> from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.spec import ActionSpec
     >>> model = build_model("discrete", "small", AtariSpec("pong"), num_actions=6)
     >>> embedding = model.encode(torch.zeros(2, 4, 96, 96, dtype=torch.uint8))
     >>> latent, state = model.initial_state(embedding[:, None], torch.zeros(2, 0).long())
@@ -41,7 +42,9 @@ import torch
 from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError
+from dreamenv.models.common import RewardCoder, action_features
 from dreamenv.random_streams import BatchRandom
 
 State = tuple[torch.Tensor, ...]
@@ -72,19 +75,25 @@ class WorldModel(nn.Module, ABC):
     """Frozen dataclass of the family's hyperparameters."""
     presets: ClassVar[dict[str, Any]]
     """Named configs (``"paper"``, ``"small"``)."""
-    reward_support: ClassVar[tuple[float, ...]] = (-1.0, 0.0, 1.0)
-    """Reward values the reward head scores."""
     obs_types: ClassVar[tuple[str, ...]] = OBS_TYPES
     """Observation types this family can emit; the first is the default of the envs."""
     has_warmup: ClassVar[bool] = True
     """Whether :meth:`loss` has a representation-only ``"warmup"`` phase (others train
     everything in both phases)."""
 
-    def __init__(self, config: Any, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(self, config: Any, spec: AtariSpec, num_actions: int | ActionSpec) -> None:
         super().__init__()
         self.config = config
         self.spec = spec
-        self.num_actions = int(num_actions)
+        self.actions = (
+            num_actions if isinstance(num_actions, ActionSpec) else ActionSpec.discrete(num_actions)
+        )
+        """The real env's actions: ``Discrete(n)`` or a ``Box`` of ``n`` floats."""
+        self.num_actions = self.actions.n
+        """Number of discrete actions, or of continuous action dimensions: the width of
+        :meth:`action_features`."""
+        self.reward_coder = RewardCoder(getattr(spec, "reward_kind", "ternary"))
+        """How rewards become the reward head's targets (its support: :attr:`reward_support`)."""
 
     # --- the contract -------------------------------------------------------------------
     @abstractmethod
@@ -183,10 +192,29 @@ class WorldModel(nn.Module, ABC):
 
     @property
     def action_space(self) -> gym.Space:
-        """The single-env action space: ``Discrete(A)``, or ``MultiDiscrete([A] * jump)``."""
+        """The single-env action space: the real env's (``Discrete(A)`` or ``Box``), or
+        ``MultiDiscrete([A] * jump)`` (a ``Box`` of ``(jump, n)``) for a jumpy model."""
         if self.jump == 1:
-            return gym.spaces.Discrete(self.num_actions)
+            return self.actions.space()
+        if self.actions.kind == "continuous":
+            low = np.tile(np.array(self.actions.low, np.float32), (self.jump, 1))
+            high = np.tile(np.array(self.actions.high, np.float32), (self.jump, 1))
+            return gym.spaces.Box(low, high, low.shape, np.float32)
         return gym.spaces.MultiDiscrete(np.full(self.jump, self.num_actions, dtype=np.int64))
+
+    @property
+    def reward_support(self) -> tuple[float, ...]:
+        """Reward values the reward head scores: (-1, 0, +1) for sign-clipped rewards, a
+        symlog-spaced grid for real rewards (see :class:`~dreamenv.models.common.RewardCoder`)."""
+        return self.reward_coder.support
+
+    def action_features(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions as the float vectors the networks take, ``(..., num_actions)``: one-hots
+        of discrete actions (int64 ``(...)``), continuous actions (``(..., n)``) rescaled
+        from their bounds to [-1, 1]. A jumpy model's chunks ``(B, c[, n])`` give
+        ``(B, c * num_actions)`` (training windows ``(B, L, c[, n])``: ``(B, L, c * n)``)."""
+        features = action_features(actions, self.actions)
+        return features.flatten(-2) if self.jump > 1 else features
 
     def upgrade_weights(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Weights saved by an earlier version of the family, as this version loads them
@@ -263,7 +291,7 @@ def build_model(
     family: str,
     preset: str | Any,
     spec: AtariSpec,
-    num_actions: int,
+    num_actions: int | ActionSpec,
     overrides: dict[str, Any] | None = None,
 ) -> WorldModel:
     """A new, untrained world model of ``family``."""

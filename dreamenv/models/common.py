@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,105 @@ def reward_classes(rewards: torch.Tensor) -> torch.Tensor:
     """Real rewards as classes of their sign (-1, 0, +1): 0, 1, 2 (the Atari protocol's
     clipping: any positive reward, however small, is +1)."""
     return torch.sign(rewards).long() + 1
+
+
+REAL_REWARD_BINS = 41
+"""Bins of the real-valued reward head: symlog-spaced over [-symexp(REAL_REWARD_LIMIT),
++symexp(REAL_REWARD_LIMIT)], zero among them."""
+REAL_REWARD_LIMIT = 8.0
+"""symlog of the largest reward magnitude the real-valued head represents (about 3000)."""
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+class RewardCoder:
+    """The reward head's targets: a categorical over :attr:`support`.
+
+    ``"ternary"`` (the Atari protocol): the classes of the reward's sign, support (-1, 0, +1).
+    ``"real"``: DreamerV3's two-hot encoding over a symlog-spaced support: a reward between
+    two bins puts its weight on both, so the expectation over the support recovers it
+    exactly; sampling, the mean and the mode of the dream's ``reward_mode`` keep their
+    meaning.
+
+    Example:
+        >>> coder = RewardCoder("real")
+        >>> probs = coder.targets(torch.tensor([0.3, -12.0]))
+        >>> torch.allclose(probs @ torch.tensor(coder.support), torch.tensor([0.3, -12.0]))
+        True
+    """
+
+    def __init__(self, kind: str = "ternary") -> None:
+        if kind not in ("ternary", "real"):
+            from dreamenv.errors import ConfigError
+
+            raise ConfigError(f"reward kind must be 'ternary' or 'real', got {kind!r}.")
+        self.kind = kind
+        if kind == "ternary":
+            self.support: tuple[float, ...] = (-1.0, 0.0, 1.0)
+        else:
+            grid = torch.linspace(
+                -REAL_REWARD_LIMIT, REAL_REWARD_LIMIT, REAL_REWARD_BINS, dtype=torch.float64
+            )
+            values = symexp(grid)
+            values[REAL_REWARD_BINS // 2] = 0.0  # exactly zero, not a rounding error away
+            self.support = tuple(float(v) for v in values)
+        self._values = torch.tensor(self.support, dtype=torch.float32)
+
+    @property
+    def size(self) -> int:
+        """Number of classes (the reward head's width)."""
+        return len(self.support)
+
+    def classes(self, rewards: torch.Tensor) -> torch.Tensor:
+        """The nearest support class of each reward (its sign for ternary), int64 ``(...)``."""
+        if self.kind == "ternary":
+            return reward_classes(rewards)
+        values = self._values.to(rewards.device)
+        return (rewards.float()[..., None] - values).abs().argmin(-1)
+
+    def targets(self, rewards: torch.Tensor) -> torch.Tensor:
+        """``(...)`` rewards -> ``(..., size)`` target probabilities (one- or two-hot)."""
+        if self.kind == "ternary":
+            return F.one_hot(reward_classes(rewards), 3).float()
+        values = self._values.to(rewards.device)
+        r = rewards.float().clamp(values[0], values[-1])
+        upper = torch.searchsorted(values, r.contiguous(), right=False).clamp(1, len(values) - 1)
+        lower = upper - 1
+        lo, hi = values[lower], values[upper]
+        w_hi = ((r - lo) / (hi - lo)).clamp(0, 1)
+        out = torch.zeros(*r.shape, len(values), device=r.device)
+        out.scatter_(-1, lower[..., None], (1 - w_hi)[..., None])
+        out.scatter_add_(-1, upper[..., None], w_hi[..., None])
+        return out
+
+    def loss(self, logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``logits`` ``(..., size)`` against the targets, ``(...)``."""
+        return -(self.targets(rewards) * F.log_softmax(logits.float(), -1)).sum(-1)
+
+    def accuracy(self, logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """1 where the most likely class is the reward's nearest class, ``(...)`` float."""
+        return (logits.argmax(-1) == self.classes(rewards)).float()
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """The expected reward under ``logits``."""
+        return torch.softmax(logits.float(), -1) @ self._values.to(logits.device)
+
+
+def action_features(actions: torch.Tensor, spec: Any) -> torch.Tensor:
+    """Actions as float network inputs (see :meth:`WorldModel.action_features`): one-hots of
+    discrete actions, continuous ones rescaled from ``spec``'s bounds to [-1, 1]. Chunks of
+    a jumpy model ``(B, c)`` / ``(B, c, n)`` flatten to ``(B, c * n)``."""
+    if spec.kind == "discrete":
+        return F.one_hot(actions.long(), spec.n).float()
+    low = torch.tensor(spec.low, device=actions.device)
+    high = torch.tensor(spec.high, device=actions.device)
+    return ((actions.float() - low) * (2.0 / (high - low)) - 1.0).clamp(-1.0, 1.0)
 
 
 def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
