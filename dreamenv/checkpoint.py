@@ -2,7 +2,8 @@
 
 Layout::
 
-    config.json            format version, family, model config, AtariSpec, action meanings,
+    config.json            format version, family, model config, env spec, action space and
+                           meanings,
                            and ``files``: the other files of its save
     weights.safetensors    the model's tensors (parameters and buffers)
     start_bank.npz         real frames and actions that start dream episodes
@@ -40,6 +41,7 @@ import torch
 from dreamenv.atomic_files import read_file_set, set_file, write_file_set
 from dreamenv.data.sequences import StartBank
 from dreamenv.envs.atari import AtariSpec, normalize_game
+from dreamenv.envs.spec import ActionSpec, spec_from_dict
 from dreamenv.errors import CheckpointError, ConfigError
 from dreamenv.models.base import WorldModel, get_family
 
@@ -141,8 +143,9 @@ def save_checkpoint(
         "family": model.family,
         "model_config": dataclasses.asdict(model.config),
         "spec": model.spec.to_dict(),
-        "env_id": f"ALE/{model.spec.game}",
+        "env_id": model.spec.env_id if model.spec.kind == "gym" else f"ALE/{model.spec.game}",
         "num_actions": model.num_actions,
+        "actions": model.actions.to_dict(),
         "action_meanings": list(action_meanings),
         "start_bank": {"size": start_bank.size, "context": start_bank.context},
         "files": sorted(writers),
@@ -184,6 +187,11 @@ def _check_fields(config: dict[str, Any], file: Path) -> None:
             f"{file}: 'num_actions' must be at least 1, got {config['num_actions']}. {_DAMAGED}"
         )
     meanings = config["action_meanings"]
+    if "actions" in config and not isinstance(config["actions"], dict):
+        raise CheckpointError(
+            f"{file}: 'actions' must be a JSON object (the action space), got "
+            f"{config['actions']!r:.80}. {_DAMAGED}"
+        )
     if not all(isinstance(m, str) for m in meanings) or len(meanings) != config["num_actions"]:
         raise CheckpointError(
             f"{file}: 'action_meanings' must be {config['num_actions']} strings (one per "
@@ -248,15 +256,18 @@ def _family_class(name: str, file: Path) -> type[WorldModel]:
 def _build(config: dict[str, Any], file: Path) -> WorldModel:
     """The untrained model that config.json describes."""
     try:
-        spec = AtariSpec.from_dict(config["spec"])
-    except (ConfigError, TypeError, ValueError) as err:
-        raise CheckpointError(
-            f"{file}: 'spec' is not a valid AtariSpec ({err}). {_DAMAGED}"
-        ) from err
+        spec = spec_from_dict(config["spec"])
+        # checkpoints written before continuous actions hold only num_actions (Discrete)
+        actions = ActionSpec.from_dict(
+            config.get("actions") or {"kind": "discrete", "n": config["num_actions"]}
+        )
+    except (ConfigError, TypeError, ValueError, KeyError) as err:
+        kind = "GymSpec" if config["spec"].get("kind") == "gym" else "AtariSpec"
+        raise CheckpointError(f"{file}: 'spec' is not a valid {kind} ({err}). {_DAMAGED}") from err
     cls = _family_class(config["family"], file)
     try:
         model_config = config_from_dict(cls.config_class, config["model_config"])
-        return cls(model_config, spec, config["num_actions"])
+        return cls(model_config, spec, actions)
     except (ConfigError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
             f"{file}: 'model_config' does not build a {config['family']!r} model ({err}). "
@@ -264,21 +275,35 @@ def _build(config: dict[str, Any], file: Path) -> WorldModel:
         ) from err
 
 
-def _check_bank(bank: StartBank, file: Path, spec: AtariSpec, num_actions: int) -> None:
+def _check_bank(bank: StartBank, file: Path, spec: Any, action_spec: ActionSpec) -> None:
     """A start bank that fits the model's frames and actions, or a CheckpointError."""
     frames, actions = bank.frames, bank.actions
+    num_actions = action_spec.n
     fix = "Save the checkpoint again with a start bank built from this game's store."
     if bank.stack != spec.frame_stack:
         raise CheckpointError(
             f"{file} stacks {bank.stack} frames per observation; the spec stacks "
             f"{spec.frame_stack}. {fix}"
         )
-    size = spec.screen_size
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[2:] != (size, size):
+    single = tuple(spec.single_frame_shape)
+    dtype = np.dtype(spec.frame_dtype)
+    if frames.dtype != dtype or frames.ndim != 2 + len(single) or frames.shape[2:] != single:
         raise CheckpointError(
             f"{file} holds frames of shape {frames.shape} and dtype {frames.dtype}; the spec "
-            f"needs uint8 (N, context + {bank.stack - 1}, {size}, {size}). {fix}"
+            f"needs {dtype} (N, context + {bank.stack - 1}, {', '.join(map(str, single))}). {fix}"
         )
+    if action_spec.kind == "continuous":
+        if (
+            actions.dtype != np.float32
+            or actions.shape[2:] != (num_actions,)
+            or actions.shape[0] != frames.shape[0]
+            or frames.shape[1] != actions.shape[1] + bank.stack
+        ):
+            raise CheckpointError(
+                f"{file} holds actions of shape {actions.shape} and dtype {actions.dtype}; "
+                f"expected float32 (N, context - 1, {num_actions}) continuous actions. {fix}"
+            )
+        return
     if (
         not np.issubdtype(actions.dtype, np.integer)
         or actions.ndim != 2
@@ -338,11 +363,13 @@ def _load(path: Path, family: str | None, game: str | None) -> Checkpoint:
         )
     model = _build(config, file)
     spec = model.spec
-    if game is not None and normalize_game(game) != spec.game:
-        raise CheckpointError(
-            f"Checkpoint {str(path)!r} models the game {spec.game!r}, not {normalize_game(game)!r}. "
-            "Pass a checkpoint trained on that game."
-        )
+    if game is not None:
+        wanted = game if spec.kind == "gym" else normalize_game(game)
+        if wanted != spec.game:
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} models the game {spec.game!r}, not {wanted!r}. "
+                "Pass a checkpoint trained on that game."
+            )
     weights = set_file(path, WEIGHTS_FILE)
     if weights is None or not weights.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} has no {WEIGHTS_FILE}; it is incomplete.")
@@ -383,5 +410,5 @@ def _load(path: Path, family: str | None, game: str | None) -> Checkpoint:
         raise CheckpointError(
             f"{bank_file} is unreadable ({err}); the file is truncated or damaged."
         ) from err
-    _check_bank(bank, bank_file, spec, model.num_actions)
+    _check_bank(bank, bank_file, spec, model.actions)
     return Checkpoint(path, model, bank, config)

@@ -1,6 +1,7 @@
-"""Collect real Atari experience into an :class:`~dreamenv.data.store.EpisodeStore`.
+"""Collect real experience into an :class:`~dreamenv.data.store.EpisodeStore`.
 
-Runs ale-py's native vector env (the spec's preprocessing) with a random policy or any
+Runs the spec's real vector env (:func:`~dreamenv.envs.sources.make_source_vector`: ale-py's
+native one for Atari, gymnasium's for any other env) with a random policy or any
 :data:`Policy` (such as :class:`dreamenv.sb3.AgentPolicy`, a saved SB3 agent sampled at
 a temperature). Complete episodes are written in atomic chunks; a collection killed at
 any point is continued by calling it again with the same arguments.
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from dreamenv.data.store import Episode, EpisodeStore
-from dreamenv.envs.atari import AtariSpec, make_ale_vector
+from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.sources import make_source_vector
+from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError
 
 Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -32,12 +36,19 @@ exactly what ``Real-v0`` shows it)."""
 
 
 class RandomPolicy:
-    """Uniformly random actions."""
+    """Uniformly random actions: ints in ``[0, n)`` for ``num_actions=n`` (or a discrete
+    :class:`~dreamenv.envs.spec.ActionSpec`), floats uniform within a continuous spec's bounds."""
 
-    def __init__(self, num_actions: int) -> None:
-        self.num_actions = num_actions
+    def __init__(self, num_actions: int | ActionSpec) -> None:
+        self.spec = (
+            num_actions if isinstance(num_actions, ActionSpec) else ActionSpec.discrete(num_actions)
+        )
+        self.num_actions = self.spec.n
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.spec.kind == "continuous":
+            low, high = np.array(self.spec.low), np.array(self.spec.high)
+            return rng.uniform(low, high, size=(len(frames), self.spec.n)).astype(np.float32)
         return rng.integers(0, self.num_actions, size=len(frames), dtype=np.int64)
 
 
@@ -46,24 +57,24 @@ class _EpisodeBuilder:
 
     def __init__(self, first_frame: np.ndarray) -> None:
         self.frames = [first_frame.copy()]
-        self.actions: list[int] = []
+        self.actions: list[Any] = []
         self.rewards: list[float] = []
         self.life_lost: list[bool] = []
 
-    def add(self, action: int, reward: float, frame: np.ndarray, life_lost: bool) -> None:
-        self.actions.append(int(action))
+    def add(self, action: Any, reward: float, frame: np.ndarray, life_lost: bool) -> None:
+        self.actions.append(np.array(action, copy=True))
         self.rewards.append(float(reward))
         self.frames.append(frame.copy())
         self.life_lost.append(bool(life_lost))
 
-    def finish(self, terminated: bool, truncated: bool) -> Episode:
+    def finish(self, terminated: bool, truncated: bool, action_dtype: Any = np.int64) -> Episode:
         n = len(self.actions)
         term = np.zeros(n, bool)
         trunc = np.zeros(n, bool)
         term[-1], trunc[-1] = terminated, truncated
         return Episode(
             np.stack(self.frames),
-            np.array(self.actions, np.int64),
+            np.array(self.actions, action_dtype),
             np.array(self.rewards, np.float32),
             term,
             trunc,
@@ -110,8 +121,9 @@ def collect(
     remaining = steps - store.num_steps
     if remaining <= 0:
         return store
-    env = make_ale_vector(spec, num_envs, autoreset_mode="SameStep")
-    policy = policy or RandomPolicy(int(env.single_action_space.n))
+    env = make_source_vector(spec, num_envs, autoreset_mode="SameStep")
+    action_dtype = spec.action_spec.dtype
+    policy = policy or RandomPolicy(spec.action_spec)
     rng = np.random.default_rng([seed, len(store.chunk_paths)])
     obs, info = env.reset(seed=int(rng.integers(2**31 - num_envs)))
     lives = _lives(info, num_envs)
@@ -139,7 +151,9 @@ def collect(
             for i in range(num_envs):
                 builders[i].add(actions[i], rewards[i], last_frames[i], life_lost[i])
                 if done[i]:
-                    pending.append(builders[i].finish(bool(terminated[i]), bool(truncated[i])))
+                    pending.append(
+                        builders[i].finish(bool(terminated[i]), bool(truncated[i]), action_dtype)
+                    )
                     builders[i] = _EpisodeBuilder(new_frames[i])
             observations.advance(last_frames, actions)
             if done.any():
@@ -159,7 +173,7 @@ def collect(
                 b.life_lost.pop()
                 excess -= 1
             if b.actions:
-                pending.append(b.finish(False, True))
+                pending.append(b.finish(False, True, action_dtype))
         if pending:
             store.append(pending)
     finally:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dreamenv.data.store import Episode
-from dreamenv.envs.atari import stack_frames
+from dreamenv.envs.atari import merge_stack, stack_frames
 from dreamenv.errors import DatasetError
 
 
@@ -97,7 +97,7 @@ class SequenceSampler:
             mask.append(valid)
         return {
             "frames": np.stack(frames),
-            "actions": np.stack(actions).astype(np.int64),
+            "actions": np.stack(actions),
             "rewards": np.stack(rewards).astype(np.float32),
             "terminated": np.stack(terminated),
             "mask": np.stack(mask),
@@ -110,9 +110,10 @@ class StartBank:
     between them, stored as single frames."""
 
     frames: np.ndarray
-    """``(N, context + stack - 1, S, S)`` uint8 single frames covering the context's stacks."""
+    """``(N, context + stack - 1, *frame)`` single frames covering the context's stacks."""
     actions: np.ndarray
-    """``(N, context - 1)`` int64 actions taken between the context observations."""
+    """``(N, context - 1)`` int64 actions (``(N, context - 1, n)`` float32 continuous ones)
+    taken between the context observations."""
     stack: int
     """Frames per observation."""
 
@@ -126,11 +127,12 @@ class StartBank:
 
     def observations(self, burn_in: int, starts: np.ndarray | None = None) -> np.ndarray:
         """The last ``burn_in`` stacked observations of ``starts`` (all if None):
-        ``(len(starts), burn_in, stack, S, S)``."""
+        ``(len(starts), burn_in, stack, S, S)`` (colour ``(..., stack * C, S, S)``, state
+        ``(..., stack, D)``, as :func:`~dreamenv.envs.atari.stack_frames`)."""
         k, s = self.context, self.stack
         idx = np.arange(k - burn_in, k)[:, None] + np.arange(s)[None]
         frames = self.frames if starts is None else self.frames[starts]
-        return frames[:, idx]
+        return merge_stack(frames[:, idx], frames.ndim - 2)
 
 
 def build_start_bank(
@@ -154,4 +156,4 @@ def build_start_bank(
         pos = np.clip(np.arange(first - stack + 1, t + 1), 0, None)
         frames.append(ep.frames[pos])
         actions.append(ep.actions[first:t])
-    return StartBank(np.stack(frames), np.stack(actions).astype(np.int64), stack)
+    return StartBank(np.stack(frames), np.stack(actions), stack)

@@ -2,7 +2,7 @@
 
 Layout of a store directory::
 
-    store.json            format, version, the AtariSpec, the game's action meanings
+    store.json            format, version, the env spec, the env's action meanings
     chunk-000000.npz      episodes: frames (uint8), actions, rewards, terminated, truncated,
                           life_lost (absent from chunks of earlier versions)
     chunk-000001.npz      ...
@@ -28,6 +28,7 @@ import numpy as np
 
 from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.envs.atari import AtariSpec, action_meanings
+from dreamenv.envs.spec import spec_from_dict
 from dreamenv.errors import DatasetError
 
 STORE_FORMAT = "dreamenv-episodes"
@@ -40,9 +41,10 @@ class Episode:
     """One real episode (or the collected part of one) of single preprocessed frames."""
 
     frames: np.ndarray
-    """``(T+1, S, S)`` uint8: the reset frame, then the frame after each step."""
+    """``(T+1, *frame)``: the reset frame, then the frame after each step (uint8 ``(S, S)``
+    grey or ``(3, S, S)`` colour images, float32 ``(D,)`` state vectors)."""
     actions: np.ndarray
-    """``(T,)`` int64 actions."""
+    """``(T,)`` int64 discrete actions, or ``(T, n)`` float32 continuous ones."""
     rewards: np.ndarray
     """``(T,)`` float32 real (unclipped) rewards."""
     terminated: np.ndarray
@@ -96,7 +98,7 @@ class EpisodeStore:
                 f"Episode store {path} has format version {meta.get('version')!r}; this dreamenv "
                 f"reads version {STORE_VERSION}. Collect the data again with this version."
             )
-        spec = AtariSpec.from_dict(meta["spec"])
+        spec = spec_from_dict(meta["spec"])
         return cls(path, spec, tuple(meta["action_meanings"]))
 
     @classmethod
@@ -115,7 +117,7 @@ class EpisodeStore:
             raise DatasetError(
                 f"{str(path)!r} exists, is not empty and is not an episode store; choose another directory."
             )
-        meanings = action_meanings(spec.game)
+        meanings = spec.action_meanings if spec.kind == "gym" else action_meanings(spec.game)
         meta = {
             "format": STORE_FORMAT,
             "version": STORE_VERSION,
@@ -166,8 +168,10 @@ class EpisodeStore:
         index = int(paths[-1].stem.split("-")[1]) + 1 if paths else 0
         target = self.path / f"chunk-{index:06d}.npz"
         arrays: dict[str, np.ndarray] = {
-            "frames": np.concatenate([e.frames for e in episodes]).astype(np.uint8),
-            "actions": np.concatenate([e.actions for e in episodes]).astype(np.int64),
+            "frames": np.concatenate([e.frames for e in episodes]).astype(self.spec.frame_dtype),
+            "actions": np.concatenate([e.actions for e in episodes]).astype(
+                self.spec.action_spec.dtype
+            ),
             "rewards": np.concatenate([e.rewards for e in episodes]).astype(np.float32),
             "terminated": np.concatenate([e.terminated for e in episodes]).astype(bool),
             "truncated": np.concatenate([e.truncated for e in episodes]).astype(bool),

@@ -200,31 +200,54 @@ def action_meanings(game: str) -> tuple[str, ...]:
     return tuple(a.name for a in ale.getMinimalActionSet())
 
 
+def merge_stack(stacked: np.ndarray, frame_ndim: int) -> np.ndarray:
+    """Stacked frames ``(..., stack, *frame)`` as observations: colour frames ``(C, S, S)``
+    merge into ``(..., stack * C, S, S)``; grey ``(S, S)`` and state ``(D,)`` frames stay."""
+    if frame_ndim != 3:
+        return stacked
+    shape = stacked.shape
+    return stacked.reshape(*shape[:-4], shape[-4] * shape[-3], *shape[-2:])
+
+
 def stack_frames(frames: np.ndarray, index: np.ndarray, stack: int) -> np.ndarray:
     """Stacked observations of one episode's single frames.
 
     Args:
-        frames: ``(T, S, S)`` uint8 frames of one episode, ``frames[0]`` the reset frame.
+        frames: ``(T, *frame)`` frames of one episode (grey ``(S, S)``, colour ``(C, S, S)``
+            or state ``(D,)``), ``frames[0]`` the reset frame.
         index: positions ``t`` (any shape); the result stacks ``frames[t-stack+1 .. t]``.
         stack: frames per observation. Positions before the reset repeat the reset frame.
 
     Returns:
-        ``(*index.shape, stack, S, S)`` uint8.
+        ``(*index.shape, stack, S, S)`` (colour: ``(*index.shape, stack * C, S, S)``; state:
+        ``(*index.shape, stack, D)``), of the frames' dtype.
     """
     offsets = np.arange(-stack + 1, 1)
     positions = np.clip(np.asarray(index)[..., None] + offsets, 0, None)
-    return frames[positions]
+    return merge_stack(frames[positions], frames.ndim - 1)
 
 
 class FrameStacker:
     """Keeps the last ``stack`` frames of a batch of episodes (the live counterpart of
-    :func:`stack_frames`: a reset fills the stack with copies of the reset frame)."""
+    :func:`stack_frames`: a reset fills the stack with copies of the reset frame).
 
-    def __init__(self, num_envs: int, stack: int, size: int) -> None:
-        self.buffer = np.zeros((num_envs, stack, size, size), dtype=np.uint8)
+    ``frame`` is the side of square grey frames, or the shape of one frame (``(C, S, S)``,
+    ``(D,)``); :attr:`buffer` is ``(num_envs, stack, *frame)`` and :meth:`stacks` the
+    observations of :func:`stack_frames`' layout."""
+
+    def __init__(
+        self, num_envs: int, stack: int, frame: int | tuple[int, ...], dtype: Any = np.uint8
+    ) -> None:
+        shape = (frame, frame) if isinstance(frame, (int, np.integer)) else tuple(frame)
+        self.frame_ndim = len(shape)
+        self.buffer = np.zeros((num_envs, stack, *shape), dtype=dtype)
+
+    def view(self, stacks: np.ndarray | None = None) -> np.ndarray:
+        """``stacks`` (default: the buffer) in the observations' layout (a view)."""
+        return merge_stack(self.buffer if stacks is None else stacks, self.frame_ndim)
 
     def reset(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Start the envs in ``mask`` (all if None) from ``frames`` ``(num_envs, S, S)``."""
+        """Start the envs in ``mask`` (all if None) from ``frames`` ``(num_envs, *frame)``."""
         if mask is None:
             self.buffer[:] = frames[:, None]
         else:
@@ -232,7 +255,7 @@ class FrameStacker:
         return self.buffer
 
     def push(self, frames: np.ndarray) -> np.ndarray:
-        """Append one frame per env and return the stacks ``(num_envs, stack, S, S)``."""
+        """Append one frame per env and return the stacks ``(num_envs, stack, *frame)``."""
         self.buffer[:, :-1] = self.buffer[:, 1:]
         self.buffer[:, -1] = frames
         return self.buffer

@@ -23,6 +23,7 @@ import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.envs.options import DreamOptions, check_device
+from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError, InvalidActionError, StateError
 from dreamenv.precision import autocast
 from dreamenv.random_streams import BatchRandom
@@ -159,11 +160,16 @@ class DreamCore:
         self.steps[idx] = 0
 
     def check_actions(self, actions: Any) -> torch.Tensor:
-        """``actions`` as a validated int64 tensor of shape ``(num_envs,)``."""
+        """``actions`` as a validated tensor: int64 ``(num_envs,)``, or float32 ``(num_envs, n)``
+        of a continuous action space."""
         if not self.started:
             raise StateError("Cannot call step() before reset(); call reset() first.")
         arr = validate_actions(
-            actions, self.num_envs, self.checkpoint.action_meanings, self.model.jump
+            actions,
+            self.num_envs,
+            self.checkpoint.action_meanings,
+            self.model.jump,
+            self.model.actions,
         )
         return torch.as_tensor(arr, device=self.device)
 
@@ -245,10 +251,20 @@ class DreamCore:
 
 
 def validate_actions(
-    actions: Any, num_envs: int, meanings: tuple[str, ...], jump: int = 1
+    actions: Any,
+    num_envs: int,
+    meanings: tuple[str, ...],
+    jump: int = 1,
+    spec: ActionSpec | None = None,
 ) -> np.ndarray:
     """``actions`` as int64 ``(num_envs,)`` (or ``(num_envs, jump)`` chunks of a jumpy
-    model), or an :class:`InvalidActionError` saying why not."""
+    model), or an :class:`InvalidActionError` saying why not.
+
+    With a continuous ``spec`` the actions are float32 ``(num_envs, n)`` (chunks ``(num_envs,
+    jump, n)``), clipped to the bounds as Stable-Baselines3 clips them (dream and real env
+    alike); NaN or infinite values are an error."""
+    if spec is not None and spec.kind == "continuous":
+        return _validate_box_actions(actions, num_envs, jump, spec)
     arr = np.asarray(actions)
     n = len(meanings)
     shape = (num_envs,) if jump == 1 else (num_envs, jump)
@@ -273,6 +289,26 @@ def validate_actions(
     return arr.astype(np.int64)
 
 
+def _validate_box_actions(actions: Any, num_envs: int, jump: int, spec: ActionSpec) -> np.ndarray:
+    arr = np.asarray(actions)
+    shape = (num_envs, spec.n) if jump == 1 else (num_envs, jump, spec.n)
+    if arr.shape == shape[:-1] and spec.n == 1:
+        arr = arr[..., None]
+    if arr.shape != shape:
+        raise InvalidActionError(
+            f"actions must have shape {shape} (one {spec.n}-dimensional continuous action per "
+            f"env{'' if jump == 1 else f', chunks of {jump}'}), got shape {arr.shape}."
+        )
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidActionError(f"actions must be floats, got dtype {arr.dtype}.")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise InvalidActionError(
+            f"actions must be finite, got {arr[~np.isfinite(arr)][:4].tolist()} (NaN or inf)."
+        )
+    return np.clip(arr, np.array(spec.low, np.float32), np.array(spec.high, np.float32))
+
+
 def single_action(action: Any, space: gym.Space) -> np.ndarray:
     """The action of a single env as an array of the space's shape (``()`` for ``Discrete``,
     ``(jump,)`` for the chunks of a jumpy model); a wrong shape is an InvalidActionError."""
@@ -284,6 +320,15 @@ def single_action(action: Any, space: gym.Space) -> np.ndarray:
             )
         return arr.reshape(())
     shape = tuple(space.shape or ())
+    if isinstance(space, gym.spaces.Box):
+        if arr.shape == () and shape == (1,):
+            arr = arr.reshape(1)
+        if arr.shape != shape:
+            raise InvalidActionError(
+                f"action must be an array of shape {shape} (the action space is {space}), "
+                f"got shape {arr.shape}."
+            )
+        return arr
     if arr.shape != shape:
         raise InvalidActionError(
             f"action must be a chunk of {shape[0]} ints (this is a jumpy model: one "

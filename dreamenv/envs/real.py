@@ -25,7 +25,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.atari import AtariSpec, FrameStacker, make_ale_vector
+from dreamenv.envs.atari import AtariSpec, FrameStacker, merge_stack
 from dreamenv.envs.autoreset import (
     AutoresetVectorEnv,
     StepResult,
@@ -37,6 +37,7 @@ from dreamenv.envs.core import (
     single_action,
     validate_actions,
 )
+from dreamenv.envs.sources import make_source_vector
 
 
 class LatentFilter:
@@ -58,6 +59,8 @@ class LatentFilter:
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.space = self.model.observation_space(obs_type)
+        self.frame_ndim = len(self.model.spec.single_frame_shape)
+        self.action_dtype = torch.int64 if self.model.actions.kind == "discrete" else torch.float32
         self.latent: torch.Tensor | None = None
         self.state: tuple[torch.Tensor, ...] = ()
 
@@ -67,8 +70,11 @@ class LatentFilter:
         stacked frames ``frames`` ``(len(index), stack, S, S)``."""
         if self.obs_type == "pixels":
             return
+        frames = merge_stack(frames, self.frame_ndim)
         embedding = self.model.encode(torch.as_tensor(frames, device=self.device))
-        no_actions = torch.zeros(len(frames), 0, dtype=torch.int64, device=self.device)
+        no_actions = torch.zeros(
+            len(frames), 0, *self.model.actions.shape, dtype=self.action_dtype, device=self.device
+        )
         latent, state = self.model.initial_state(embedding[:, None], no_actions)
         if index is None or self.latent is None:
             self.latent, self.state = latent, tuple(state)
@@ -83,8 +89,9 @@ class LatentFilter:
         """Every env took ``actions`` and now shows the stacked ``frames``."""
         if self.obs_type == "pixels":
             return
+        frames = merge_stack(frames, self.frame_ndim)
         embedding = self.model.encode(torch.as_tensor(frames, device=self.device))
-        action = torch.as_tensor(actions, dtype=torch.int64, device=self.device)
+        action = torch.as_tensor(actions, dtype=self.action_dtype, device=self.device)
         assert self.latent is not None, "reset() starts the games before step()"
         self.latent, self.state = self.model.filter(self.state, self.latent, action, embedding)
 
@@ -93,6 +100,7 @@ class LatentFilter:
         """Observations of every env (or of ``index``) as a fresh array that nothing here
         writes to later; ``frames`` are the current stacks (for ``"pixels"``)."""
         if self.obs_type == "pixels":
+            frames = merge_stack(frames, self.frame_ndim)
             return np.array(frames if index is None else frames[index], copy=True)
         assert self.latent is not None, "reset() starts the games before observe()"
         latent = self.latent if index is None else self.latent[torch.as_tensor(index)]
@@ -125,16 +133,16 @@ class RealObservations:
         device: str = "cpu",
     ) -> None:
         self.num_envs = num_envs
-        self.stacker = FrameStacker(num_envs, spec.frame_stack, spec.screen_size)
+        self.stacker = FrameStacker(
+            num_envs, spec.frame_stack, spec.single_frame_shape, spec.frame_dtype
+        )
         self.filter = (
-            None
-            if checkpoint is None
-            else LatentFilter(checkpoint, obs_type, num_envs, device)
+            None if checkpoint is None else LatentFilter(checkpoint, obs_type, num_envs, device)
         )
 
     @property
     def stacks(self) -> np.ndarray:
-        """The current stacked frames ``(num_envs, stack, S, S)`` (the live buffer)."""
+        """The current stacked frames ``(num_envs, stack, *frame)`` (the live buffer)."""
         return self.stacker.buffer
 
     def start(self, frames: np.ndarray, mask: np.ndarray | None = None) -> None:
@@ -154,7 +162,7 @@ class RealObservations:
     def observe(self, index: np.ndarray | None = None) -> np.ndarray:
         """The agent observations of every game (or of ``index``), a fresh array."""
         if self.filter is None:
-            stacks = self.stacker.buffer
+            stacks = self.stacker.view()
             return np.array(stacks if index is None else stacks[index], copy=True)
         return self.filter.observe(self.stacker.buffer, index)
 
@@ -211,16 +219,14 @@ class RealVectorEnv(AutoresetVectorEnv):
         self.checkpoint = resolve_checkpoint(checkpoint, device, game)
         self.num_envs = int(num_envs)
         spec = self.checkpoint.spec
-        self.observations = RealObservations(
-            self.num_envs, spec, self.checkpoint, obs_type, device
-        )
+        self.observations = RealObservations(self.num_envs, spec, self.checkpoint, obs_type, device)
         self.jump = self.checkpoint.model.jump
         self.render_mode = render_mode
         self._init_autoreset(autoreset_mode)
         # ale-py restarts an ended game itself: in the same step (its SameStep, which a
         # jumpy model's chunks always use) or in the next (its NextStep)
         self._ale_same_step = self.autoreset_mode == AutoresetMode.SAME_STEP or self.jump > 1
-        self.ale = make_ale_vector(
+        self.ale = make_source_vector(
             spec, self.num_envs, autoreset_mode="SameStep" if self._ale_same_step else "NextStep"
         )
         assert self.observations.filter is not None
@@ -263,7 +269,13 @@ class RealVectorEnv(AutoresetVectorEnv):
         return {"lives": info["lives"]}
 
     def _check_actions(self, actions: Any) -> np.ndarray:
-        return validate_actions(actions, self.num_envs, self.checkpoint.action_meanings, self.jump)
+        return validate_actions(
+            actions,
+            self.num_envs,
+            self.checkpoint.action_meanings,
+            self.jump,
+            self.checkpoint.model.actions,
+        )
 
     def _advance(self, actions: np.ndarray, restarting: np.ndarray) -> StepResult:
         if self.jump > 1:
@@ -346,14 +358,34 @@ class RealVectorEnv(AutoresetVectorEnv):
         return stacks
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]  # one batch array
-        """The newest preprocessed frame of every game, ``(num_envs, S, S, 3)`` uint8."""
+        """The newest preprocessed frame of every game, ``(num_envs, S, S, 3)`` uint8 (for a
+        state spec, the decoded frame of the model: see ``Dream-v0``'s render)."""
         if self.render_mode is None:
             gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'.")
             return None
-        return np.repeat(self.observations.stacks[:, -1, :, :, None], 3, axis=-1)
+        return frames_to_rgb(self.observations.stacks[:, -1])
 
     def close_extras(self, **kwargs: Any) -> None:
         self.ale.close()
+
+
+def frames_to_rgb(frames: np.ndarray) -> np.ndarray:
+    """Single frames ``(N, S, S)`` grey or ``(N, 3, S, S)`` colour as ``(N, S, S, 3)`` uint8
+    images; state vectors ``(N, D)`` as one grey bar per value (a crude plot)."""
+    if frames.ndim == 3:
+        return np.repeat(frames[..., None], 3, axis=-1)
+    if frames.ndim == 4:
+        return np.ascontiguousarray(frames.transpose(0, 2, 3, 1))
+    values = np.tanh(np.asarray(frames, np.float32))  # (N, D) in (-1, 1)
+    n, d = values.shape
+    image = np.zeros((n, 64, 64), np.uint8)
+    width = max(1, 64 // d)
+    rows = np.arange(64)[None, :, None]
+    for i in range(d):
+        top = np.round((1 - values[:, i]) * 31.5).astype(int)[:, None, None]
+        bar = (rows >= np.minimum(top, 32)) & (rows <= np.maximum(top, 32))
+        image[:, :, i * width : (i + 1) * width] = np.where(bar, 255, 0)
+    return np.repeat(image[..., None], 3, axis=-1)
 
 
 class RealEnv(gym.Env):

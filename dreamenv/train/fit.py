@@ -361,7 +361,8 @@ def fit(
         previous = read_config(out)
         if previous["family"] != family or previous["spec"] != data.spec.to_dict():
             raise CheckpointError(
-                f"{str(out)!r} holds a {previous['family']!r} model of {previous['spec']['game']!r}; "
+                f"{str(out)!r} holds a {previous['family']!r} model of "
+                f"{previous['spec'].get('game', previous['spec'].get('env_id'))!r}; "
                 f"this run trains {family!r} on {data.spec.game!r}. Use another output directory."
             )
         changes = _changed_settings(state, previous, family, preset, model_overrides, config)
@@ -382,9 +383,9 @@ def fit(
                 f"{str(out)!r} already holds a finished checkpoint without trainer state; "
                 "choose another output directory."
             )
-        model = build_model(
-            family, preset, data.spec, len(data.action_meanings), model_overrides
-        ).to(device)
+        model = build_model(family, preset, data.spec, data.spec.action_spec, model_overrides).to(
+            device
+        )
     window = model.window_steps(config.seq_len)
     sampler = SequenceSampler(
         train_eps,
