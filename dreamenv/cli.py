@@ -1,10 +1,12 @@
-"""The ``dreamenv`` command: collect, fit, info, dream, evaluate.
+"""The ``dreamenv`` command: collect, fit, info, dream, evaluate (any gymnasium env).
 
 Example:
     $ dreamenv collect pong --out runs/pong/data --steps 20000
     $ dreamenv fit runs/pong/data --out runs/pong/model --preset small --epochs 20
     $ dreamenv dream runs/pong/model --out runs/pong/agent --steps 200000
     $ dreamenv evaluate runs/pong/model runs/pong/agent --episodes 32
+    $ dreamenv collect CartPole-v1 --out runs/cartpole/data --steps 5000
+    $ dreamenv fit runs/cartpole/data --out runs/cartpole/model --family ensemble
 """
 
 from __future__ import annotations
@@ -21,25 +23,108 @@ import numpy as np
 
 
 def _spec_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--screen-size", type=int, default=96, choices=(96, 80, 64))
-    parser.add_argument("--frame-stack", type=int, default=4)
-    parser.add_argument("--frame-skip", type=int, default=4)
-    parser.add_argument("--sticky", type=float, default=0.0, help="repeat_action_probability")
-    parser.add_argument("--noop-max", type=int, default=30)
+    atari = parser.add_argument_group("Atari games (ALE) only")
+    atari.add_argument("--frame-skip", type=int, help="emulator frames per step (default 4)")
+    atari.add_argument("--sticky", type=float, help="repeat_action_probability (default 0)")
+    atari.add_argument("--noop-max", type=int, help="no-ops after a reset (default 30)")
+    both = parser.add_argument_group("any env")
+    both.add_argument(
+        "--screen-size", type=int, help="frame side (default: 96 for Atari, 64 otherwise)"
+    )
+    both.add_argument(
+        "--frame-stack", type=int, help="observations stacked (default: 4 Atari, 1 otherwise)"
+    )
+    gym_args = parser.add_argument_group("gymnasium envs other than Atari")
+    gym_args.add_argument(
+        "--observation",
+        choices=("image", "render", "state"),
+        help="the env's image observation, frames of its render(), or its state vector "
+        "(default: image if the observation is one, else state for a flat vector)",
+    )
+    gym_args.add_argument("--grayscale", action="store_true", help="one grey channel, not RGB")
+    gym_args.add_argument("--action-repeat", type=int, help="env steps per agent step")
+    gym_args.add_argument("--max-episode-steps", type=int, help="agent steps per real episode")
+    gym_args.add_argument(
+        "--reward-transform",
+        choices=("none", "sign"),
+        help="sign: clip rewards to {-1, 0, +1} as the Atari protocol (default none)",
+    )
+    gym_args.add_argument(
+        "--env-kwargs",
+        default="{}",
+        help="JSON keyword arguments of gym.make, e.g. '{\"continuous\": true}'",
+    )
+
+
+_ATARI_OPTIONS = {
+    "frame_skip": "frame_skip",
+    "sticky": "repeat_action_probability",
+    "noop_max": "noop_max",
+    "screen_size": "screen_size",
+    "frame_stack": "frame_stack",
+}
+_GYM_OPTIONS = {
+    "screen_size": "screen_size",
+    "frame_stack": "frame_stack",
+    "action_repeat": "action_repeat",
+    "max_episode_steps": "max_episode_steps",
+    "reward_transform": "reward_transform",
+}
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The env spec of ``collect``'s arguments: an AtariSpec for an ALE game, a GymSpec for
+    any other gymnasium id (ALE-only options given for another env are an error)."""
+    from dreamenv.envs.spec import is_atari, make_spec
+    from dreamenv.errors import ConfigError
+
+    if is_atari(args.game):
+        given = (
+            [
+                f"--{a.replace('_', '-')}"
+                for a in ("observation", "action_repeat", "max_episode_steps", "reward_transform")
+                if getattr(args, a) is not None
+            ]
+            + (["--grayscale"] if args.grayscale else [])
+            + (["--env-kwargs"] if args.env_kwargs not in ("{}", "") else [])
+        )
+        if given:
+            raise ConfigError(
+                f"{given} are options of gymnasium envs; {args.game!r} is an Atari game "
+                "(always grey frames; use --frame-skip for repeated actions)."
+            )
+        options = {
+            f: getattr(args, a) for a, f in _ATARI_OPTIONS.items() if getattr(args, a) is not None
+        }
+        return make_spec(args.game, **options)
+    given = [
+        f"--{a.replace('_', '-')}"
+        for a in ("frame_skip", "sticky", "noop_max")
+        if getattr(args, a) is not None
+    ]
+    if given:
+        raise ConfigError(
+            f"{given} are ALE options (frame skip with max-pooling, sticky actions, no-op "
+            f"starts); {args.game!r} is not an Atari game. Use --action-repeat."
+        )
+    try:
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"--env-kwargs must be a JSON object, got {args.env_kwargs!r} ({err})."
+        ) from err
+    if not isinstance(env_kwargs, dict):
+        raise ConfigError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}.")
+    options = {f: getattr(args, a) for a, f in _GYM_OPTIONS.items() if getattr(args, a) is not None}
+    if args.grayscale:
+        options["grayscale"] = True
+    return make_spec(args.game, observation=args.observation, env_kwargs=env_kwargs, **options)
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
     from dreamenv.data.collect import collect
-    from dreamenv.envs.atari import AtariSpec
 
-    spec = AtariSpec(
-        game=args.game,
-        frame_skip=args.frame_skip,
-        screen_size=args.screen_size,
-        frame_stack=args.frame_stack,
-        repeat_action_probability=args.sticky,
-        noop_max=args.noop_max,
-    )
+    spec = spec_from_args(args)
     policy = None
     if args.agent:
         from dreamenv.sb3 import AgentPolicy, load_agent
@@ -382,9 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("collect", help="collect real Atari steps into an episode store")
+    p = sub.add_parser("collect", help="collect real steps of any env into an episode store")
     p.add_argument(
-        "game", help="ale-py game (pong, ms_pacman, ALE/Breakout-v5) or the toy bouncing_ball"
+        "game",
+        help="ale-py game (pong, ms_pacman, ALE/Breakout-v5), the toy bouncing_ball, or any "
+        "registered gymnasium id (CartPole-v1, CarRacing-v3, MiniGrid-Empty-5x5-v0, "
+        "dm_control/cartpole-swingup-v0)",
     )
     p.add_argument("--out", required=True, help="episode store directory (continued if it exists)")
     p.add_argument(
@@ -458,9 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     dream_defaults = DreamOptions()
     p = sub.add_parser("dream", help="train an SB3 agent inside the dream env")
     p.add_argument("checkpoint")
-    p.add_argument(
-        "--out", required=True, help="the agent directory (an agent there is continued)"
-    )
+    p.add_argument("--out", required=True, help="the agent directory (an agent there is continued)")
     p.add_argument("--steps", type=int, default=100_000, help="imagined steps to train")
     p.add_argument(
         "--algo", default=None, choices=("ppo", "a2c", "dqn"), help="new agents: default ppo"

@@ -385,6 +385,12 @@ def make_spec(
             f"max-pooling); {name!r} is not an Atari game. Use action_repeat for repeating "
             "actions in any env."
         )
+    names = {f.name for f in dataclasses.fields(GymSpec)} - {"env_id", "env_kwargs", "observation"}
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Unknown GymSpec option {key!r}{hint} Known: {sorted(names)}.")
     check_env_id(name)
     kwargs = dict(env_kwargs or {})
     env = gym.make(name, **kwargs)
