@@ -100,7 +100,7 @@ def test_spec_round_trips_through_json() -> None:
         ),
         (
             lambda: ActionSpec("continuous", 1, (-np.inf,), (np.inf,)),
-            r"finite bounds .* wrappers.RescaleAction",
+            r"finite bounds with low < high.*wrappers.RescaleAction",
         ),
     ],
 )
