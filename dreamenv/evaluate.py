@@ -222,15 +222,24 @@ def evaluate(
 
 def random_policy(actions: int | gym.Space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """Uniformly random actions for a batch of observations: ``actions`` is the number of
-    actions, or a single env's action space (such as a jumpy model's ``MultiDiscrete``)."""
+    actions, or a single env's action space (such as a jumpy model's ``MultiDiscrete``, or a
+    bounded ``Box`` of continuous actions: uniform within its bounds)."""
     space = gym.spaces.Discrete(int(actions)) if isinstance(actions, (int, np.integer)) else actions
+    if isinstance(space, gym.spaces.Box):
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ConfigError(f"random_policy needs a Box with finite bounds, got {space}.")
+        box_rng = np.random.default_rng(seed)
+        low, high_ = space.low, space.high
+        return lambda obs: box_rng.uniform(low, high_, size=(len(obs), *space.shape)).astype(
+            space.dtype
+        )
     if isinstance(space, gym.spaces.Discrete):
         high: Any = int(space.n)
     elif isinstance(space, gym.spaces.MultiDiscrete):
         high = space.nvec
     else:
         raise ConfigError(
-            f"random_policy takes a number of actions or a Discrete/MultiDiscrete space, got "
+            f"random_policy takes a number of actions or a Discrete/MultiDiscrete/Box space, got "
             f"{space}."
         )
     shape = tuple(space.shape or ())

@@ -49,8 +49,15 @@ def test_random_policy_takes_a_count_or_a_space() -> None:
     obs = np.zeros((5, 3))
     assert random_policy(4)(obs).shape == (5,)
     assert random_policy(gym.spaces.MultiDiscrete([6] * 4))(obs).shape == (5, 4)
+    box = random_policy(gym.spaces.Box(np.array([0.0, -2.0]), np.array([1.0, 2.0])))(
+        np.zeros((500, 3))
+    )
+    assert box.shape == (500, 2) and box.dtype == np.float32
+    assert box[:, 0].min() >= 0 and box[:, 1].max() <= 2 and box[:, 1].min() < -1.5
+    with pytest.raises(ConfigError, match="random_policy needs a Box with finite bounds"):
+        random_policy(gym.spaces.Box(-np.inf, np.inf, (2,)))
     with pytest.raises(ConfigError, match="random_policy takes a number of actions"):
-        random_policy(gym.spaces.Box(0, 1, (2,)))
+        random_policy(gym.spaces.MultiBinary(3))
 
 
 class Countdown(gym.vector.VectorEnv):

@@ -23,6 +23,7 @@ import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.envs.options import DreamOptions, check_device
+from dreamenv.envs.sources import frames_to_rgb, newest_frames
 from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError, InvalidActionError, StateError
 from dreamenv.precision import autocast
@@ -214,9 +215,11 @@ class DreamCore:
 
     @torch.inference_mode()
     def render_frames(self) -> np.ndarray:
-        """The newest decoded frame of every env as RGB ``(num_envs, S, S, 3)`` uint8."""
-        frames = self.model.decode(self.latent)[:, -1].cpu().numpy()
-        return np.repeat(frames[..., None], 3, axis=-1)
+        """The newest decoded frame of every env as RGB ``(num_envs, S, S, 3)`` uint8 (a
+        state model's state drawn as bars, see :func:`~dreamenv.envs.sources.frames_to_rgb`)."""
+        decoded = self.model.decode(self.latent).float().cpu().numpy()
+        frames = newest_frames(decoded, self.model.spec)
+        return frames_to_rgb(frames if frames.ndim == 2 else frames.astype(np.uint8))
 
     # --- branching -----------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from dreamenv.envs.core import (
     single_action,
     validate_actions,
 )
-from dreamenv.envs.sources import make_source_vector
+from dreamenv.envs.sources import frames_to_rgb, make_source_vector
 
 
 class LatentFilter:
@@ -367,25 +367,6 @@ class RealVectorEnv(AutoresetVectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.ale.close()
-
-
-def frames_to_rgb(frames: np.ndarray) -> np.ndarray:
-    """Single frames ``(N, S, S)`` grey or ``(N, 3, S, S)`` colour as ``(N, S, S, 3)`` uint8
-    images; state vectors ``(N, D)`` as one grey bar per value (a crude plot)."""
-    if frames.ndim == 3:
-        return np.repeat(frames[..., None], 3, axis=-1)
-    if frames.ndim == 4:
-        return np.ascontiguousarray(frames.transpose(0, 2, 3, 1))
-    values = np.tanh(np.asarray(frames, np.float32))  # (N, D) in (-1, 1)
-    n, d = values.shape
-    image = np.zeros((n, 64, 64), np.uint8)
-    width = max(1, 64 // d)
-    rows = np.arange(64)[None, :, None]
-    for i in range(d):
-        top = np.round((1 - values[:, i]) * 31.5).astype(int)[:, None, None]
-        bar = (rows >= np.minimum(top, 32)) & (rows <= np.maximum(top, 32))
-        image[:, :, i * width : (i + 1) * width] = np.where(bar, 255, 0)
-    return np.repeat(image[..., None], 3, axis=-1)
 
 
 class RealEnv(gym.Env):

@@ -169,6 +169,34 @@ class GymVectorSource:
         self.env.close()
 
 
+def frames_to_rgb(frames: np.ndarray) -> np.ndarray:
+    """Single frames ``(N, S, S)`` grey or ``(N, 3, S, S)`` colour as ``(N, S, S, 3)`` uint8
+    images; state vectors ``(N, D)`` as one grey bar per value (a crude plot)."""
+    if frames.ndim == 3:
+        return np.repeat(frames[..., None], 3, axis=-1)
+    if frames.ndim == 4:
+        return np.ascontiguousarray(frames.transpose(0, 2, 3, 1))
+    values = np.tanh(np.asarray(frames, np.float32))  # (N, D) in (-1, 1)
+    n, d = values.shape
+    image = np.zeros((n, 64, 64), np.uint8)
+    width = max(1, 64 // d)
+    rows = np.arange(64)[None, :, None]
+    for i in range(d):
+        top = np.round((1 - values[:, i]) * 31.5).astype(int)[:, None, None]
+        bar = (rows >= np.minimum(top, 32)) & (rows <= np.maximum(top, 32))
+        image[:, :, i * width : (i + 1) * width] = np.where(bar, 255, 0)
+    return np.repeat(image[..., None], 3, axis=-1)
+
+
+def newest_frames(observations: np.ndarray, spec: Any) -> np.ndarray:
+    """The newest single frame ``(N, *spec.single_frame_shape)`` of stacked observations
+    ``(N, *spec.frame_shape)`` (colour stacks end with the newest frame's C channels)."""
+    frame = tuple(spec.single_frame_shape)
+    if len(frame) == 3:
+        return observations[:, -frame[0] :]
+    return observations[:, -1]
+
+
 def make_source_vector(
     spec: Any,
     num_envs: int,

@@ -1,0 +1,113 @@
+"""Any gymnasium env end to end: collect, fit, Dream-v0 and Real-v0 with identical spaces,
+both passing gymnasium's and Stable-Baselines3's env checkers (tiny models)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import dreamenv
+from dreamenv.envs.spec import make_spec
+from dreamenv.errors import InvalidActionError
+from dreamenv.train.fit import FitConfig
+
+FIT = FitConfig(
+    epochs=2,
+    warmup_epochs=1,
+    batch_size=4,
+    seq_len=4,
+    updates_per_epoch=3,
+    start_bank_size=8,
+    start_context=4,
+)
+
+CASES = {
+    # name: (env id, spec options, family)
+    "cartpole-state": ("CartPole-v1", {}, "ensemble"),
+    "pendulum-state": ("Pendulum-v1", {}, "ensemble"),
+    "pendulum-pixels": (
+        "Pendulum-v1",
+        {"observation": "render", "screen_size": 32, "action_repeat": 2},
+        "rssm",
+    ),
+    "minigrid-rgb": ("MiniGrid-Empty-5x5-v0", {"screen_size": 32}, "discrete"),
+    "carracing-grey": ("CarRacing-v3", {"screen_size": 32, "grayscale": True}, "mdnrnn"),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("gym")
+    made: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in made:
+            env_id, options, family = CASES[case]
+            spec = make_spec(env_id, **options)
+            store = root / case / "data"
+            dreamenv.collect(store, spec, 160, num_envs=2, chunk_steps=64, progress=False)
+            made[case] = dreamenv.fit(
+                store, root / case / "model", family=family, preset="tiny", config=FIT,
+                progress=False,
+            )
+        return made[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dream_and_real_envs_pass_the_checkers(checkpoints, case: str) -> None:
+    ckpt = checkpoints(case)
+    dream = gym.make("dreamenv/Dream-v0", checkpoint=str(ckpt), render_mode="rgb_array")
+    real = gym.make("dreamenv/Real-v0", checkpoint=str(ckpt), render_mode="rgb_array")
+    assert dream.observation_space == real.observation_space
+    assert dream.action_space == real.action_space
+    spec = make_spec(CASES[case][0], **CASES[case][1])
+    assert real.action_space == spec.action_spec.space()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for env in (dream, real):
+            gym_check_env(env.unwrapped, skip_render_check=False)
+            sb3_check_env(env.unwrapped, warn=False)
+    dream.close()
+    real.close()
+
+
+def test_real_rewards_are_the_envs(checkpoints) -> None:
+    """Pendulum's rewards are real numbers in [-16.3, 0]: Real-v0 gives them unclipped and
+    the dream's reward head predicts real values, not their signs."""
+    ckpt = checkpoints("pendulum-state")
+    real = gym.make("dreamenv/Real-v0", checkpoint=str(ckpt))
+    real.reset(seed=0)
+    rewards = [real.step(real.action_space.sample())[1] for _ in range(20)]
+    assert min(rewards) < -0.5 and max(rewards) <= 0 and len(set(np.round(rewards, 3))) > 5
+    dream = gym.make("dreamenv/Dream-v0", checkpoint=str(ckpt), reward_mode="mean")
+    dream.reset(seed=0)
+    imagined = [dream.step(dream.action_space.sample())[1] for _ in range(10)]
+    assert len(set(np.round(imagined, 4))) > 1 and not set(imagined) <= {-1.0, 0.0, 1.0}
+
+
+def test_box_actions_are_checked_and_clipped(checkpoints) -> None:
+    ckpt = checkpoints("pendulum-pixels")
+    for env_id in ("dreamenv/Dream-v0", "dreamenv/Real-v0"):
+        env = gym.make(env_id, checkpoint=str(ckpt))
+        env.reset(seed=0)
+        env.step(np.array([5.0], np.float32))  # clipped to the bound 2.0, as SB3 clips
+        with pytest.raises(InvalidActionError, match=r"actions must be finite, got \[nan\]"):
+            env.step(np.array([np.nan], np.float32))
+        with pytest.raises(InvalidActionError, match=r"action must be an array of shape \(1,\)"):
+            env.step(np.zeros(2, np.float32))
+        env.close()
+
+
+def test_unsupported_envs_fail_at_collect(tmp_path) -> None:
+    from dreamenv.cli import main
+
+    with pytest.raises(SystemExit, match="2"):
+        main(["collect", "Blackjack-v1", "--out", str(tmp_path / "d"), "--steps", "10"])
