@@ -302,7 +302,10 @@ def is_atari(name: str) -> bool:
 def _import_env_packages(env_id: str) -> None:
     """Import the packages that register an id's namespace (minigrid, shimmy's dm_control)."""
     import importlib
+    import os
 
+    if env_id.startswith("dm_control/"):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (osmesa also works)
     for prefix, module in (
         ("MiniGrid", "minigrid"),
         ("BabyAI", "minigrid"),
@@ -435,6 +438,9 @@ def make_spec(
         env.close()
     if observation == "render":
         kwargs.setdefault("render_mode", "rgb_array")
+        if name.startswith("dm_control/"):  # render at the frame size, not dm_control's 480
+            side = options.get("screen_size", 64)
+            kwargs.setdefault("render_kwargs", {"width": side, "height": side})
     return GymSpec(
         env_id=name,
         env_kwargs=kwargs,
