@@ -3,8 +3,9 @@
 The figures of the appendix (Figs. 6-14) define every module from three primitives: a
 three-layer convolution stack (:class:`ConvStack`, Fig. 6), a residual convolution stack
 (:class:`ResConv`, Fig. 7) and the pool-and-inject layer of Weber et al. (2017)
-(:class:`PoolAndInject`, Fig. 8). Frames are ``(frame_stack, S, S)`` with ``S`` divisible
-by 8; states, latent variables and embeddings are feature maps at ``G = S / 8``. All
+(:class:`PoolAndInject`, Fig. 8). Frames are ``(frame_stack * C, S, S)`` (``C = 1`` grey,
+3 RGB) with ``S`` divisible by 8; states, latent variables and embeddings are feature maps
+at ``G = S / 8``. All
 channel sizes are arguments (defaults: the paper's), so small presets can shrink them.
 
 Our reading of the figures, whose text the PDF extraction scrambled:
@@ -25,10 +26,10 @@ Our reading of the figures, whose text the PDF extraction scrambled:
   the second res conv, where the figure places it).
 - Fig. 10, decoder from ``concat(s_t, z_t)``, two branches: the pixels follow ``conv stack
   (1,32),(5,32),(3,64) -> relu -> depth to space (2) -> conv stack (3,64),(3,64),(1,48) ->
-  depth to space (4)`` (48 = 16 x 3 colour channels; here ``16 x frame_stack``); the reward
-  bits follow ``3x3,24 -> reshape -> linear`` from the same input (the figure lists the
-  ``3x3,24`` convolution level with the first conv stack, and no ReLU in that branch), so
-  rewards need neither pixels nor the pixel branch's features.
+  depth to space (4)`` (48 = 16 x 3 colour channels; here ``16 x`` the channels decoded);
+  the reward bits follow ``3x3,24 -> reshape -> linear`` from the same input (the figure
+  lists the ``3x3,24`` convolution level with the first conv stack, and no ReLU in that
+  branch), so rewards need neither pixels nor the pixel branch's features.
 - Fig. 11, encoder: ``space to depth (4) -> conv stack (3,16),(5,16),(3,64) -> relu ->
   space to depth (2) -> conv stack (3,32),(5,32),(3,64) -> relu`` (the figure lists a ReLU
   right below ``e(o_t)``; the one between the stacks keeps them from composing linearly).
@@ -84,11 +85,14 @@ def depth_to_space(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def tile_action(actions: torch.Tensor, num_actions: int, grid: int) -> torch.Tensor:
-    """One-hot action (chunks) tiled over a ``grid x grid`` map.
+    """Action (chunk) features tiled over a ``grid x grid`` map.
 
     Args:
-        actions: ``(B,)`` int64 actions, or ``(B, c)`` chunks of a jumpy model.
-        num_actions: size of the game's action set.
+        actions: float action features (:meth:`~dreamenv.models.base.WorldModel.action_features`:
+            one-hots of discrete actions, continuous ones in [-1, 1]) ``(B, c * n)`` or
+            ``(B, c, n)``; or int64 discrete actions ``(B,)`` / chunks ``(B, c)``, one-hot
+            encoded here.
+        num_actions: size of the game's action set (for int64 actions).
         grid: side of the feature maps.
 
     Returns:
@@ -97,9 +101,14 @@ def tile_action(actions: torch.Tensor, num_actions: int, grid: int) -> torch.Ten
     Example:
         >>> tile_action(torch.tensor([[1, 0], [2, 2]]), 3, 4).shape
         torch.Size([2, 6, 4, 4])
+        >>> tile_action(torch.tensor([[0.5, -1.0, 0.0]]), 3, 4).shape
+        torch.Size([1, 3, 4, 4])
     """
-    onehot = action_chunk_onehot(actions, num_actions)
-    return onehot[:, :, None, None].expand(-1, -1, grid, grid)
+    if actions.is_floating_point():
+        features = actions.reshape(actions.shape[0], -1)
+    else:
+        features = action_chunk_onehot(actions, num_actions)
+    return features[:, :, None, None].expand(-1, -1, grid, grid)
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int) -> nn.Conv2d:
@@ -214,7 +223,8 @@ class Encoder(nn.Module):
     conv stack (3,h1),(5,h1),(3,C) -> relu``; the paper: ``h = (16, 32)``, ``C = 64``.
 
     Args:
-        frame_stack: channels of a frame (stacked grayscale frames).
+        frame_stack: channels of an observation (``frame_stack * C``: stacked grey or RGB
+            frames).
         channels: channels ``C`` of both stacks' outputs (the embedding's).
         hidden: ``(h0, h1)``, the first two layers' channels of each stack.
 
@@ -248,9 +258,10 @@ class PixelRewardDecoder(nn.Module):
 
     Args:
         in_channels: channels of the input (``s_t`` and ``z_t`` concatenated).
-        frame_stack: channels ``F`` of the decoded frame.
+        frame_stack: channels ``F`` of the decoded frame(s) (a stack's, or one RGB frame's).
         grid: side ``G`` of the input map (frames are ``8 G`` square).
-        reward_bits: logits of the reward representation (``RewardBits(n).size``).
+        reward_bits: logits of the reward representation (``RewardBits(n).size``; for real
+            rewards the reward coder's size: :class:`~dreamenv.models.common.BitsOrCoder`).
         extra_outputs: further logits of the same head (1: termination).
         hidden: channels ``h`` of the first stack's first two layers (the paper: 32).
         channels: channels ``C`` of the stacks (the paper: 64; divisible by 4).

@@ -1,5 +1,7 @@
 """Pieces shared by the world-model families: pixel likelihoods, the binary reward
-representation of Buesing et al. (appendix A.2), action chunks of jumpy models, sampling.
+representation of Buesing et al. (appendix A.2), the reward head's targets of any reward
+(:class:`RewardCoder`), action features and chunks of jumpy models, image-spec checks,
+sampling.
 
 Example:
     >>> logits = torch.zeros(2, 4, 96, 96)
@@ -176,6 +178,43 @@ class RewardCoder:
         return torch.softmax(logits.float(), -1) @ self._values.to(logits.device)
 
 
+class BitsOrCoder:
+    """The reward outputs of the families of Buesing et al.: their binary reward bits
+    (:class:`RewardBits`, scored over (-1, 0, +1)) for sign-clipped rewards, where the
+    paper's representation serves, and the reward coder's categorical (:class:`RewardCoder`,
+    a two-hot symlog grid) for real rewards, whose fractions the bits of ``floor(|r|)``
+    would lose.
+
+    Example:
+        >>> readout = BitsOrCoder(RewardCoder("real"), num_bits=8)
+        >>> readout.size, readout.bits is None
+        (41, True)
+    """
+
+    def __init__(self, coder: RewardCoder, num_bits: int) -> None:
+        self.coder = coder
+        self.bits = RewardBits(num_bits) if coder.kind == "ternary" else None
+        """The bits of sign-clipped rewards; None for real rewards."""
+        self.size = self.bits.size if self.bits is not None else coder.size
+        """Logits of the reward head."""
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., size)`` head logits -> ``(..., len(coder.support))`` scores over the
+        support (the bits' log-probabilities of -1, 0, +1; the coder's logits as they are)."""
+        return self.bits.sign_logits(logits) if self.bits is not None else logits
+
+    def loss(self, logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """NLL per reward ``(...)``: the bits' summed Bernoulli NLL, or the coder's
+        cross-entropy."""
+        if self.bits is not None:
+            return self.bits.loss(logits, rewards)
+        return self.coder.loss(logits, rewards)
+
+    def accuracy(self, logits: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """1 where the most likely support value is the reward's class, ``(...)`` float."""
+        return self.coder.accuracy(self.scores(logits), rewards)
+
+
 def action_features(actions: torch.Tensor, spec: Any) -> torch.Tensor:
     """Actions as float network inputs (see :meth:`WorldModel.action_features`): one-hots of
     discrete actions, continuous ones rescaled from ``spec``'s bounds to [-1, 1]. Chunks of
@@ -185,6 +224,39 @@ def action_features(actions: torch.Tensor, spec: Any) -> torch.Tensor:
     low = torch.tensor(spec.low, device=actions.device)
     high = torch.tensor(spec.high, device=actions.device)
     return ((actions.float() - low) * (2.0 / (high - low)) - 1.0).clamp(-1.0, 1.0)
+
+
+def feature_input(actions: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """What a network block takes as its action input: float ``actions`` are already
+    features (:meth:`WorldModel.action_features`) and pass unchanged; int64 actions
+    ``(...)`` become one-hots ``(..., num_actions)`` (the blocks' callers of earlier
+    versions pass discrete actions)."""
+    if actions.is_floating_point():
+        return actions
+    return F.one_hot(actions.long(), num_actions).float()
+
+
+def image_frames(spec: Any, family: str) -> tuple[int, int, int]:
+    """``(channels, stack_channels, size)`` of an image spec: channels of one frame (1 grey,
+    3 RGB), of a stacked observation (``frame_shape[0] = frame_stack * channels``) and the
+    square side. A state-vector spec (``frame_shape`` ``(stack, D)``) raises a
+    :class:`~dreamenv.errors.ConfigError` pointing to the ``"ensemble"`` family.
+
+    Example:
+        >>> from dreamenv.envs.atari import AtariSpec
+        >>> image_frames(AtariSpec("pong"), "discrete")
+        (1, 4, 96)
+    """
+    shape = tuple(spec.frame_shape)
+    if len(shape) != 3:
+        from dreamenv.errors import ConfigError
+
+        raise ConfigError(
+            f"the {family} family models image frames; for state vectors use family "
+            f"'ensemble' (the spec's frame_shape is {shape}: (frame_stack, state_size))."
+        )
+    stack_channels, size, _ = shape
+    return int(getattr(spec, "channels", 1)), stack_channels, size
 
 
 def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -217,15 +289,17 @@ def split_context(
     if its first step does. With ``jump=1`` this is just a split.
 
     Args:
-        batch: ``frames`` ``(B, T+1, ...)``, ``actions``, ``rewards``, ``terminated``,
-            ``mask`` ``(B, T)``, as :class:`~dreamenv.data.sequences.SequenceSampler` gives.
+        batch: ``frames`` ``(B, T+1, ...)``, ``actions`` ``(B, T)`` (discrete) or ``(B, T,
+            n)`` (continuous), ``rewards``, ``terminated``, ``mask`` ``(B, T)``, as
+            :class:`~dreamenv.data.sequences.SequenceSampler` gives.
 
     Returns:
         ``context`` ``(B, context, ...)`` uint8; ``frames`` ``(B, L, ...)``: the
-        observation after each model step; ``actions`` ``(B, L, jump)``; ``rewards``,
-        ``terminated``, ``mask`` ``(B, L)``; where ``L = (T - context + 1) // jump``.
+        observation after each model step; ``actions`` ``(B, L, jump)`` (continuous:
+        ``(B, L, jump, n)``); ``rewards``, ``terminated``, ``mask`` ``(B, L)``; where
+        ``L = (T - context + 1) // jump``.
     """
-    b, steps = batch["actions"].shape
+    b, steps = batch["actions"].shape[:2]
     first = context - 1
     n = (steps - first) // jump
     if n < 1:
@@ -236,12 +310,13 @@ def split_context(
             f"and one step of {jump}; raise seq_len."
         )
     end = first + n * jump
+    action_shape = batch["actions"].shape[2:]  # () discrete, (n,) continuous
     mask = batch["mask"][:, first:end].reshape(b, n, jump)
     rewards = (batch["rewards"][:, first:end] * batch["mask"][:, first:end]).reshape(b, n, jump)
     return {
         "context": batch["frames"][:, :context],
         "frames": batch["frames"][:, first + jump : end + 1 : jump],
-        "actions": batch["actions"][:, first:end].reshape(b, n, jump),
+        "actions": batch["actions"][:, first:end].reshape(b, n, jump, *action_shape),
         "rewards": rewards.sum(-1),
         "terminated": batch["terminated"][:, first:end].reshape(b, n, jump).any(-1),
         "mask": mask[..., 0],

@@ -1,14 +1,17 @@
 """The discrete world model of Robine et al. (2020): VQ-VAE + two-cell ConvLSTM.
 
-- Encoder: strided convolutions with batch norm and leaky ReLU, from stacked grayscale
-  frames to a ``G x G`` grid (6x6 for 96x96 frames) of 32-dim vectors, quantised against
+- Encoder: strided convolutions with batch norm and leaky ReLU, from stacked frames (grey
+  as the paper's, or RGB: ``frame_stack * C`` channels) to a ``G x G`` grid (6x6 for 96x96
+  frames, 4x4 for 64x64) of 32-dim vectors, quantised against
   a 128 x 32 codebook updated by exponential moving averages, with a commitment cost.
 - Decoder: transposed convolutions (no batch norm) to the logits of independent
   continuous Bernoulli distributions over every pixel of every stacked frame.
 - Dynamics: two ConvLSTM cells with layer norm; the input is the codebook embedding of
-  the current indices with the action one-hot tiled over the grid, and the action is
-  concatenated again to each cell's output. Heads: next-index logits per grid cell, a
-  reward over {-1, 0, +1}, and a termination logit (the paper's future work, done here).
+  the current indices with the action features tiled over the grid (the paper's one-hot;
+  a continuous action's vector rescaled to [-1, 1]), and they are concatenated again to
+  each cell's output. Heads: next-index logits per grid cell, a reward over the reward
+  coder's support ({-1, 0, +1} for Atari; a two-hot symlog grid for real rewards), and a
+  termination logit (the paper's future work, done here).
   Not in the paper: a learned scalar ``keep_logit`` added to the logit of each cell's
   current index (a skip connection, :data:`KEEP_LOGIT_INIT`).
 
@@ -30,8 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.spec import ActionSpec
+from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
-from dreamenv.models.common import reward_classes, sample_categorical
+from dreamenv.models.common import feature_input, image_frames, sample_categorical
 from dreamenv.precision import Precision, autocast, check_precision
 from dreamenv.random_streams import BatchRandom
 
@@ -140,17 +145,20 @@ def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(small, 0.5 + logits / 12.0, mean)
 
 
-def moving_pixel_error(frames: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
-    """Mean of ``error`` ``(B, stack, S, S)`` over the pixels of each stack's newest frame
-    that differ from the frame before (what moves: the player, a ball, enemies), where a
-    mean over the whole screen is dominated by its static background; NaN for a stack of
-    one frame or no moving pixel."""
-    if frames.shape[1] < 2:
+def moving_pixel_error(
+    frames: torch.Tensor, error: torch.Tensor, channels: int = 1
+) -> torch.Tensor:
+    """Mean of ``error`` ``(B, stack * channels, S, S)`` over the pixels of each stack's
+    newest frame that differ (in any channel) from the frame before (what moves: the
+    player, a ball, enemies), where a mean over the whole screen is dominated by its static
+    background; NaN for a stack of one frame or no moving pixel."""
+    if frames.shape[1] < 2 * channels:
         return torch.tensor(float("nan"))
-    moving = (frames[:, -1] != frames[:, -2]).float()
+    newest, before = frames[:, -channels:], frames[:, -2 * channels : -channels]
+    moving = (newest != before).any(1, keepdim=True).float()
     if not bool(moving.any()):
         return torch.tensor(float("nan"))
-    return (error[:, -1] * moving).sum() / moving.sum()
+    return (error[:, -channels:] * moving).sum() / (moving.sum() * channels)
 
 
 class VectorQuantizer(nn.Module):
@@ -299,7 +307,9 @@ class ScalarHead(nn.Module):
 class Dynamics(nn.Module):
     """Two ConvLSTM cells, the action at every layer, and the three prediction heads."""
 
-    def __init__(self, config: DiscreteConfig, num_actions: int, grid: int) -> None:
+    def __init__(
+        self, config: DiscreteConfig, num_actions: int, grid: int, reward_size: int = 3
+    ) -> None:
         super().__init__()
         a, h = num_actions, config.lstm_channels
         self.num_actions = num_actions
@@ -311,7 +321,9 @@ class Dynamics(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Conv2d(h, config.num_codes, 1),
         )
-        self.reward_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 3)
+        self.reward_head = ScalarHead(
+            h + a, config.head_channels, config.head_hidden, grid, reward_size
+        )
         self.termination_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 1)
         self.keep_logit = nn.Parameter(torch.tensor(KEEP_LOGIT_INIT))
 
@@ -323,19 +335,19 @@ class Dynamics(nn.Module):
         current: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
         """``embedded`` ``(B, D, G, G)`` codebook vectors of the ``current`` ``(B, G, G)``
-        indices, ``action`` ``(B,)`` -> latent, reward, term logits; the latent logits of each
-        cell's current index get the learned ``keep_logit`` added."""
+        indices, ``action`` features ``(B, A)`` (or int64 actions ``(B,)``) -> latent,
+        reward, term logits; the latent logits of each cell's current index get the learned
+        ``keep_logit`` added."""
         b, _, g, _ = embedded.shape
-        onehot = F.one_hot(action, self.num_actions).to(embedded.dtype)[:, :, None, None]
-        tiled = onehot.expand(b, self.num_actions, g, g)
+        features = feature_input(action, self.num_actions).to(embedded.dtype)
+        tiled = features[:, :, None, None].expand(b, self.num_actions, g, g)
         h1, c1, h2, c2 = state
         h1, c1 = self.cell1(torch.cat([embedded, tiled], 1), h1, c1)
         h2, c2 = self.cell2(torch.cat([h1, tiled], 1), h2, c2)
         y = torch.cat([h2, tiled], 1)
         index = current.unsqueeze(1)
-        latent_logits = self.latent_head(y).float().scatter_add(  # float32 under autocast too
-            1, index, self.keep_logit.expand(index.shape)
-        )
+        logits = self.latent_head(y).float()  # float32 under autocast too
+        latent_logits = logits.scatter_add(1, index, self.keep_logit.expand(index.shape))
         return (
             latent_logits,
             self.reward_head(y).float(),
@@ -352,14 +364,23 @@ class DiscreteWorldModel(WorldModel):
     config_class = DiscreteConfig
     presets = PRESETS
 
-    def __init__(self, config: DiscreteConfig, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(
+        self, config: DiscreteConfig, spec: AtariSpec, num_actions: int | ActionSpec
+    ) -> None:
         super().__init__(config, spec, num_actions)
-        stack, size, _ = spec.frame_shape
-        self.grid = size // 2 ** len(config.encoder_channels)
+        self.channels, stack, size = image_frames(spec, "discrete")
+        factor = 2 ** len(config.encoder_channels)
+        if size % factor:
+            raise ConfigError(
+                f"the discrete family's {len(config.encoder_channels)} stride-2 convolutions "
+                f"need a screen size divisible by {factor}, got {size}; use a multiple of "
+                f"{factor} (32, 48, 64, 80 or 96 with the presets' four)."
+            )
+        self.grid = size // factor
         self.encoder = Encoder(stack, config.encoder_channels, config.code_dim)
         self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.ema_decay)
         self.decoder = Decoder(stack, config.encoder_channels, config.code_dim)
-        self.dynamics = Dynamics(config, num_actions, self.grid)
+        self.dynamics = Dynamics(config, self.num_actions, self.grid, self.reward_coder.size)
 
     # --- representation -----------------------------------------------------------------
     def _encode_continuous(self, frames: torch.Tensor) -> torch.Tensor:
@@ -405,9 +426,10 @@ class DiscreteWorldModel(WorldModel):
         self, embeddings: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, State]:
         state = self.zero_state(embeddings.shape[0])
+        features = self.action_features(actions)
         for t in range(actions.shape[1]):
             _, _, _, state = self.dynamics(
-                self.embed(embeddings[:, t]), actions[:, t], state, embeddings[:, t]
+                self.embed(embeddings[:, t]), features[:, t], state, embeddings[:, t]
             )
         return embeddings[:, -1], state
 
@@ -420,7 +442,7 @@ class DiscreteWorldModel(WorldModel):
         temperature: float = 1.0,
     ) -> Prediction:
         logits, reward_logits, term_logits, state = self.dynamics(
-            self.embed(latent), action, state, latent
+            self.embed(latent), self.action_features(action), state, latent
         )
         probs = torch.softmax(logits / max(temperature, 1e-6), 1).permute(0, 2, 3, 1)
         u = rng.uniform((self.grid, self.grid)).to(probs.device)
@@ -490,19 +512,21 @@ class DiscreteWorldModel(WorldModel):
             "commitment_loss": commitment,
             "indices": idx.view(b, self.grid, self.grid),
             "recon_mse": error.mean(),
-            "recon_moving_mse": moving_pixel_error(frames, error),
+            "recon_moving_mse": moving_pixel_error(frames, error, self.channels),
         }
 
     def _dynamics_outputs(
         self, indices: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher-forced predictions over a sequence: ``indices`` ``(B, L+1, G, G)``."""
-        b, steps = actions.shape
+        """Teacher-forced predictions over a sequence: ``indices`` ``(B, L+1, G, G)``,
+        ``actions`` ``(B, L)`` (continuous: ``(B, L, n)``)."""
+        b, steps = actions.shape[:2]
         state = self.zero_state(b)
+        features = self.action_features(actions)
         latent_logits, reward_logits, term_logits = [], [], []
         for t in range(steps):
             lg, rw, tm, state = self.dynamics(
-                self.embed(indices[:, t]), actions[:, t], state, indices[:, t]
+                self.embed(indices[:, t]), features[:, t], state, indices[:, t]
             )
             latent_logits.append(lg)
             reward_logits.append(rw)
@@ -527,10 +551,8 @@ class DiscreteWorldModel(WorldModel):
             .mean((1, 2))
             .view_as(mask)
         )
-        reward_class = reward_classes(batch["rewards"])
-        reward_ce = F.cross_entropy(
-            reward_logits.flatten(0, 1), reward_class.flatten(), reduction="none"
-        ).view_as(mask)
+        reward_ce = self.reward_coder.loss(reward_logits, batch["rewards"])
+        reward_hit = self.reward_coder.accuracy(reward_logits, batch["rewards"])
         term = batch["terminated"].float()
         term_bce = F.binary_cross_entropy_with_logits(term_logits, term, reduction="none")
         return {
@@ -539,7 +561,7 @@ class DiscreteWorldModel(WorldModel):
             "termination_loss": (term_bce * mask).sum() / denom,
             "latent_acc": ((latent_logits.argmax(2) == target).float().mean((2, 3)) * mask).sum()
             / denom,
-            "reward_acc": ((reward_logits.argmax(2) == reward_class).float() * mask).sum() / denom,
+            "reward_acc": (reward_hit * mask).sum() / denom,
             "termination_acc": (((term_logits > 0).float() == term).float() * mask).sum() / denom,
         }
 

@@ -1,17 +1,21 @@
 """The World Models of Ha & Schmidhuber (2018): a VAE (V) and an MDN-RNN (M).
 
-- V, the vision model: a convolutional VAE on one observation ``(frame_stack, S, S)``. Four
+- V, the vision model: a convolutional VAE on one observation ``(frame_stack * C, S, S)``
+  (grey or RGB frames; the original's CarRacing frames are RGB 64x64). Four
   stride-2 4x4 convolutions without padding (32-64-128-256 channels, ReLU), flattened, and
   a linear layer to the mean and log-variance of ``z`` in R^32. The decoder mirrors it: a
   linear layer to the last convolution's grid, then stride-2 4x4 transposed convolutions
   back to pixel logits. Pixels are Bernoulli with the frames' pixels as pseudo-probabilities
   (:func:`~dreamenv.models.common.pixel_kl`), so its likelihood compares with the other
   families'. (The original decoder grows a 1x1 map with 5-5-6-6 kernels and only makes 64x64
-  frames; here the decoder inverts the encoder's own sizes, so S = 64, 80 and 96 all work.)
-- M, the memory model: an LSTM over ``[z_t, one-hot a_t]``; from its output ``h_{t+1}`` a
+  frames; here the decoder inverts the encoder's own sizes, so S = 48, 64, 80 and 96 all
+  work with four convolutions.)
+- M, the memory model: an LSTM over ``[z_t, a_t]`` (``a_t``: a one-hot, or a continuous
+  action rescaled to [-1, 1] as the original's CarRacing actions); from its output ``h_{t+1}`` a
   mixture density network gives, for every dimension of ``z`` separately (the original's
   factorisation), a mixture of ``K`` Gaussians (logits, means, log-stds) over ``z_{t+1}``;
-  linear heads score the reward over (-1, 0, +1) and termination (the original's Doom model
+  linear heads score the reward over the reward coder's support ((-1, 0, +1) for clipped
+  rewards, a two-hot symlog grid for real ones) and termination (the original's Doom model
   predicts the agent's death the same way).
 - The latent is ``[z_t, h_t]``, the original controller's input: ``h_t`` is the LSTM output
   that summarises the past and predicted ``z_t``. A dream step samples ``z_{t+1}`` from the
@@ -46,14 +50,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.spec import GYM_SCREEN_SIZES, ActionSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.common import (
     NLL_CONTEXT,
+    feature_input,
+    image_frames,
     normal_from_uniform,
     pixel_kl,
     pixel_mean,
-    reward_classes,
     sample_categorical,
     to_unit,
 )
@@ -215,30 +221,32 @@ class Mixture(NamedTuple):
 
 
 class Memory(nn.Module):
-    """M: the LSTM over ``[z_t, one-hot a_t]`` and its MDN, reward and termination heads."""
+    """M: the LSTM over ``[z_t, a_t]`` (action features) and its MDN, reward and
+    termination heads."""
 
-    def __init__(self, config: MDNRNNConfig, num_actions: int) -> None:
+    def __init__(self, config: MDNRNNConfig, num_actions: int, reward_size: int = 3) -> None:
         super().__init__()
         self.num_actions = num_actions
         self.z_dim, self.k = config.z_dim, config.num_mixtures
         self.lstm = nn.LSTM(config.z_dim + num_actions, config.lstm_hidden, batch_first=True)
         self.mdn = nn.Linear(config.lstm_hidden, 3 * config.z_dim * config.num_mixtures)
-        self.reward = nn.Linear(config.lstm_hidden, 3)
+        self.reward = nn.Linear(config.lstm_hidden, reward_size)
         self.termination = nn.Linear(config.lstm_hidden, 1)
 
     def run(
         self, z: torch.Tensor, actions: torch.Tensor, state: State | None = None
     ) -> tuple[torch.Tensor, State]:
-        """LSTM outputs ``(B, T, H)`` over ``z`` ``(B, T, z_dim)`` and ``actions`` ``(B, T)``
-        from ``state`` ``(h, c)`` (zeros if None), and the final ``(h, c)``, each ``(B, H)``."""
-        onehot = F.one_hot(actions, self.num_actions).to(z.dtype)
+        """LSTM outputs ``(B, T, H)`` over ``z`` ``(B, T, z_dim)`` and action features
+        ``(B, T, A)`` (or int64 actions ``(B, T)``) from ``state`` ``(h, c)`` (zeros if
+        None), and the final ``(h, c)``, each ``(B, H)``."""
+        features = feature_input(actions, self.num_actions).to(z.dtype)
         hc = None if state is None else (state[0][None].contiguous(), state[1][None].contiguous())
-        out, (h, c) = self.lstm(torch.cat([z, onehot], -1), hc)
+        out, (h, c) = self.lstm(torch.cat([z, features], -1), hc)
         return out, (h[0], c[0])
 
     def heads(self, h: torch.Tensor) -> tuple[Mixture, torch.Tensor, torch.Tensor]:
         """From LSTM outputs ``(..., H)``: the mixture over the next z, reward logits
-        ``(..., 3)`` and termination logits ``(...)``."""
+        ``(..., reward_size)`` and termination logits ``(...)``."""
         params = self.mdn(h).view(*h.shape[:-1], self.z_dim, 3, self.k)
         logits, means, log_stds = params.unbind(-2)
         mixture = Mixture(logits, means, log_stds.clamp(LOG_STD_MIN, LOG_STD_MAX))
@@ -264,20 +272,25 @@ class MDNRNNWorldModel(WorldModel):
     obs_types = ("latent", "pixels")
     has_warmup = True
 
-    def __init__(self, config: MDNRNNConfig, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(
+        self, config: MDNRNNConfig, spec: AtariSpec, num_actions: int | ActionSpec
+    ) -> None:
         super().__init__(config, spec, num_actions)
-        stack, size, _ = spec.frame_shape
-        sizes = conv_sizes(size, len(config.encoder_channels))
+        _, stack, size = image_frames(spec, "mdnrnn")
+        layers = len(config.encoder_channels)
+        sizes = conv_sizes(size, layers)
         if sizes[-1] < 1:
+            fits = [s for s in GYM_SCREEN_SIZES if conv_sizes(s, layers)[-1] >= 1]
             raise ConfigError(
-                f"screen_size={size} is too small for {len(config.encoder_channels)} stride-2 "
-                f"4x4 convolutions (sizes {sizes}); use fewer encoder_channels or larger frames."
+                f"screen_size={size} is too small for {layers} stride-2 "
+                f"4x4 convolutions (sizes {sizes}); use fewer encoder_channels or larger frames "
+                f"(screen sizes {fits} fit {layers})."
             )
         self.z_dim = config.z_dim
         self.pixels = stack * size * size
         self.encoder = VAEEncoder(stack, config.encoder_channels, sizes[-1], config.z_dim)
         self.decoder = VAEDecoder(stack, config.encoder_channels, sizes, config.z_dim)
-        self.memory = Memory(config, num_actions)
+        self.memory = Memory(config, self.num_actions, self.reward_coder.size)
 
     # --- V ------------------------------------------------------------------------------
     def posterior(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,8 +315,9 @@ class MDNRNNWorldModel(WorldModel):
         return (torch.zeros(shape, device=self.device), torch.zeros(shape, device=self.device))
 
     def _advance(self, z: torch.Tensor, action: torch.Tensor, state: State) -> State:
-        action = action.reshape(action.shape[0], 1)  # (B,) or (B, 1)
-        _, state = self.memory.run(z[:, None], action, state)
+        """One LSTM step after ``action`` (``(B,)`` or ``(B, 1)``; continuous ``(B, n)``)."""
+        features = self.action_features(action).reshape(action.shape[0], 1, self.num_actions)
+        _, state = self.memory.run(z[:, None], features, state)
         return state
 
     def initial_state(
@@ -314,7 +328,7 @@ class MDNRNNWorldModel(WorldModel):
         if actions.shape[1] == 0:
             state = self.zero_state(b)
         else:
-            _, state = self.memory.run(embeddings[:, :-1], actions)
+            _, state = self.memory.run(embeddings[:, :-1], self.action_features(actions))
         return torch.cat([embeddings[:, -1], state[0]], -1), state
 
     def step(
@@ -374,13 +388,12 @@ class MDNRNNWorldModel(WorldModel):
         self, batch: dict[str, torch.Tensor], z: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """M's teacher-forced losses and accuracies over codes ``z`` ``(B, T+1, z_dim)``."""
-        out, _ = self.memory.run(z[:, :-1], batch["actions"])
+        out, _ = self.memory.run(z[:, :-1], self.action_features(batch["actions"]))
         mixture, reward_logits, term_logits = self.memory.heads(out)
         target = z[:, 1:]
         mask = batch["mask"].float()
         latent_nll = -mixture.log_prob_dims(target).mean(-1)
-        reward_class = reward_classes(batch["rewards"])
-        reward_ce = F.cross_entropy(reward_logits.transpose(1, 2), reward_class, reduction="none")
+        reward_ce = self.reward_coder.loss(reward_logits, batch["rewards"])
         term = batch["terminated"].float()
         term_bce = F.binary_cross_entropy_with_logits(term_logits, term, reduction="none")
         return {
@@ -388,7 +401,9 @@ class MDNRNNWorldModel(WorldModel):
             "reward_loss": _masked_mean(reward_ce, mask),
             "termination_loss": _masked_mean(term_bce, mask),
             "latent_mse": _masked_mean((mixture.mean() - target).square().mean(-1), mask),
-            "reward_acc": _masked_mean((reward_logits.argmax(-1) == reward_class).float(), mask),
+            "reward_acc": _masked_mean(
+                self.reward_coder.accuracy(reward_logits, batch["rewards"]), mask
+            ),
             "termination_acc": _masked_mean(((term_logits > 0).float() == term).float(), mask),
         }
 
@@ -479,7 +494,7 @@ class MDNRNNWorldModel(WorldModel):
             )
         mean, log_var = self.posterior(frames.flatten(0, 1))
         mean, log_var = mean.view(b, steps1, -1), log_var.view(b, steps1, -1)
-        out, _ = self.memory.run(mean[:, :-1], batch["actions"])
+        out, _ = self.memory.run(mean[:, :-1], self.action_features(batch["actions"]))
         prior, _, _ = self.memory.heads(out[:, NLL_CONTEXT - 1 :])
         mean, log_var = mean[:, NLL_CONTEXT:], log_var[:, NLL_CONTEXT:]
         generator = torch.Generator(device=mean.device).manual_seed(0)

@@ -16,7 +16,7 @@ than this AR: see ``benchmarks/models.py`` and the README).
   embeddings), then ``relu -> pool & inject -> res conv`` (the global context of Fig. 9's
   transition) into features at ``S/8``, decoded by
   :class:`~dreamenv.models.blocks.PixelRewardDecoder` (Fig. 10). The latent is the rendered
-  observation (uint8 ``(frame_stack, S, S)``); ``obs_types = ("pixels",)``.
+  observation (uint8 ``(frame_stack * C, S, S)``); ``obs_types = ("pixels",)``.
 - ``rar`` (:class:`RARWorldModel`): the recurrent AR, "based on the dSSM-DET by modifying
   the transition model to ``s_{t+1} = g(s_t, mu_{t+1}, a_t, e(o_t))``" (section 2.3):
   ``s_0`` from the initial-state module over ``e(o_{-2:0})``; each step the prior module
@@ -31,9 +31,10 @@ than this AR: see ``benchmarks/models.py`` and the README).
 
 Choices where the paper is silent:
 
-- *Frame stacks.* An observation is a stack of ``frame_stack`` frames; its older frames
-  are the previous observation's newest ones, known exactly. Both models predict only the
-  newest frame and shift the stack. :meth:`test_nll` scores whole observations per pixel:
+- *Frame stacks.* An observation is a stack of ``frame_stack`` frames of ``C`` channels
+  (1 grey, 3 RGB); its older frames are the previous observation's newest ones, known
+  exactly. Both models predict only the newest frame (its ``C`` channels) and shift the
+  stack. :meth:`test_nll` scores whole observations per pixel:
   the shifted frames are certain (KL 0), so it is the newest frame's KL divided by
   ``frame_stack``; ``metrics()["frame_nll"]`` gives the newest frame's own figure.
 - *Temperature.* A pixel with probability ``p`` renders as ``p + T (b - p)`` with
@@ -48,9 +49,13 @@ Choices where the paper is silent:
 - *Short contexts.* With fewer real observations than the model needs (the AR:
   ``order``; the RAR: 4), the first is repeated, as frame stacking repeats the reset
   frame, with NOOP (action 0) between the copies.
+- *Actions and rewards.* Actions enter as their features tiled over the grid (one-hots, or
+  continuous actions rescaled to [-1, 1]); the reward head gives Buesing's reward bits
+  (``RewardBits``) for sign-clipped rewards and the reward coder's two-hot symlog grid for
+  real ones (:class:`~dreamenv.models.common.BitsOrCoder`), as the state-space families.
 - *Training.* Maximum likelihood with teacher forcing on windows of a 3-observation
   context and ``seq_len`` steps: the newest frame's per-pixel KL (``common.pixel_kl``),
-  plus the NLLs per step of the reward bits (``RewardBits``) and of the termination (both
+  plus the NLLs per step of the reward (bits or categorical) and of the termination (both
   from the decoder's head), weighted as the state-space families weigh them. The AR's
   steps are independent given the real frames, so a whole window is one batched forward
   pass; the RAR recurs over its states and decodes all steps at once.
@@ -77,6 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.blocks import (
@@ -93,9 +99,9 @@ from dreamenv.models.blocks import (
 )
 from dreamenv.models.common import (
     NLL_CONTEXT,
-    RewardBits,
+    BitsOrCoder,
+    image_frames,
     pixel_kl,
-    reward_classes,
     split_context,
     to_unit,
     window_steps,
@@ -160,11 +166,12 @@ def render_pixels(
 
 
 def _shift_in(stack: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-    """The next stacked observation: ``stack`` ``(B, F, S, S)`` without its oldest frame,
-    then ``frame`` ``(B, 1, S, S)``."""
-    if stack.shape[1] == 1:
+    """The next stacked observation: ``stack`` ``(B, F C, S, S)`` without its oldest frame,
+    then ``frame`` ``(B, C, S, S)``."""
+    channels = frame.shape[1]
+    if stack.shape[1] == channels:
         return frame
-    return torch.cat([stack[:, 1:], frame], 1)
+    return torch.cat([stack[:, channels:], frame], 1)
 
 
 # --- shared base ----------------------------------------------------------------------------
@@ -176,16 +183,20 @@ class _PixelAutoRegressive(WorldModel):
     has_warmup = False
     context = NLL_CONTEXT
 
-    def __init__(self, config: BuesingSizes, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(
+        self, config: BuesingSizes, spec: AtariSpec, num_actions: int | ActionSpec
+    ) -> None:
         super().__init__(config, spec, num_actions)
-        stack, size, _ = spec.frame_shape
+        self.channels, stack, size = image_frames(spec, self.family)
         if size % 8:
             raise ConfigError(
-                f"the {self.family!r} family needs a screen size divisible by 8 (64, 80, 96), "
-                f"got {size}."
+                f"the {self.family!r} family needs a screen size divisible by 8 (32, 48, 64, "
+                f"80, 96), got {size}."
             )
         self.grid = size // 8
-        self.bits = RewardBits(config.reward_bits)
+        self.readout = BitsOrCoder(self.reward_coder, config.reward_bits)
+        """The reward head's outputs: Buesing's bits (sign-clipped rewards) or the coder's."""
+        self.bits = self.readout.bits
         self.encoder = Encoder(stack, config.embed_channels, config.encoder_hidden)
 
     # --- helpers --------------------------------------------------------------------------
@@ -193,9 +204,9 @@ class _PixelAutoRegressive(WorldModel):
         c = self.config
         return PixelRewardDecoder(
             in_channels,
-            1,  # the newest frame; the older ones of a stack are shifted in
+            self.channels,  # the newest frame; the older ones of a stack are shifted in
             self.grid,
-            reward_bits=self.bits.size,
+            reward_bits=self.readout.size,
             extra_outputs=1,
             hidden=c.decoder_hidden,
             channels=c.decoder_channels,
@@ -203,11 +214,15 @@ class _PixelAutoRegressive(WorldModel):
         )
 
     def _split_head(self, head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder head ``(..., bits + 1)`` -> reward-bit logits, termination logits."""
-        return head[..., : self.bits.size], head[..., self.bits.size]
+        """Decoder head ``(..., R + 1)`` -> reward logits (bits or the coder's), termination
+        logits."""
+        return head[..., : self.readout.size], head[..., self.readout.size]
 
     def _tile(self, actions: torch.Tensor) -> torch.Tensor:
-        return tile_action(actions, self.num_actions, self.grid)
+        """Features of actions ``(B[, K])`` (continuous ``(B[, K], n)``) tiled over the
+        grid: ``(B, K * num_actions, G, G)``."""
+        features = self.action_features(actions).reshape(actions.shape[0], -1)
+        return tile_action(features, self.num_actions, self.grid)
 
     def _check_frames(self, frames: torch.Tensor, what: str) -> None:
         if frames.dtype != torch.uint8 or tuple(frames.shape[-3:]) != self.spec.frame_shape:
@@ -226,7 +241,7 @@ class _PixelAutoRegressive(WorldModel):
             return frames, actions
         pad = need - k
         first = frames[:, :1].expand(-1, pad, *frames.shape[2:])
-        noop = torch.zeros(actions.shape[0], pad, dtype=actions.dtype, device=actions.device)
+        noop = actions.new_zeros((actions.shape[0], pad, *actions.shape[2:]))  # 0 / zeros
         return torch.cat([first, frames], 1), torch.cat([noop, actions], 1)
 
     def _check_context(self, embeddings: torch.Tensor, actions: torch.Tensor) -> None:
@@ -236,10 +251,12 @@ class _PixelAutoRegressive(WorldModel):
                 f"initial_state takes embeddings (B, K >= 1, *frame_shape), got "
                 f"{tuple(embeddings.shape)}."
             )
-        if tuple(actions.shape) != (embeddings.shape[0], embeddings.shape[1] - 1):
+        expected = (embeddings.shape[0], embeddings.shape[1] - 1, *self.actions.shape)
+        if tuple(actions.shape) != expected:
+            dims = "" if self.actions.kind == "discrete" else f" of {self.num_actions} dims"
             raise ConfigError(
                 f"initial_state takes actions (B, K - 1) = ({embeddings.shape[0]}, "
-                f"{embeddings.shape[1] - 1}) for {embeddings.shape[1]} observations, got "
+                f"{embeddings.shape[1] - 1}){dims} for {embeddings.shape[1]} observations, got "
                 f"{tuple(actions.shape)}."
             )
 
@@ -257,7 +274,7 @@ class _PixelAutoRegressive(WorldModel):
     def _teacher_forced(
         self, frames: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Newest-frame log-odds ``(B, L, 1, S, S)`` and head logits ``(B, L, bits + 1)`` of
+        """Newest-frame log-odds ``(B, L, C, S, S)`` and head logits ``(B, L, R + 1)`` of
         observations ``context..T`` of a window, given the real ones before each."""
         raise NotImplementedError
 
@@ -266,16 +283,16 @@ class _PixelAutoRegressive(WorldModel):
         b, n = split["mask"].shape
         frames = batch["frames"][:, : self.context + n]
         logits, head = self._teacher_forced(frames, batch["actions"][:, : self.context - 1 + n])
-        target = split["frames"][:, :, -1:]
+        target = split["frames"][:, :, -self.channels :]
         bit_logits, term_logits = self._split_head(head)
         mask = split["mask"].float()
         denom = mask.sum().clamp(min=1.0)
         frame_kl = pixel_kl(logits.flatten(0, 1), target.flatten(0, 1)).view(b, n)
         rewards = split["rewards"]
-        reward_nll = self.bits.loss(bit_logits, rewards)
+        reward_nll = self.readout.loss(bit_logits, rewards)
         term = split["terminated"].float()
         term_bce = F.binary_cross_entropy_with_logits(term_logits, term, reduction="none")
-        reward_hit = self.bits.sign_logits(bit_logits).argmax(-1) == reward_classes(rewards)
+        reward_hit = self.readout.accuracy(bit_logits, rewards)
         term_hit = (term_logits > 0).float() == term
         error = (torch.sigmoid(logits) - to_unit(target)).abs()
 
@@ -286,7 +303,7 @@ class _PixelAutoRegressive(WorldModel):
             "recon_loss": avg(frame_kl),
             "reward_loss": avg(reward_nll),
             "termination_loss": avg(term_bce),
-            "reward_acc": avg(reward_hit.float()),
+            "reward_acc": avg(reward_hit),
             "termination_acc": avg(term_hit.float()),
             "pixel_acc": avg((error < 0.1).float().flatten(2).mean(-1)),
             "recon_mae": avg(error.flatten(2).mean(-1)),
@@ -373,9 +390,9 @@ class ARCore(nn.Module):
 class ARWorldModel(_PixelAutoRegressive):
     """Temporally auto-regressive model of order ``K`` over rendered observations.
 
-    State: ``(encodings (B, K E, G, G), past actions (B, K - 1))``, the FIFO of the last
-    ``K`` observations' encodings (oldest first) and the actions between them. Latent: the
-    newest (rendered or real) observation, uint8 ``(frame_stack, S, S)``.
+    State: ``(encodings (B, K E, G, G), past actions (B, K - 1[, n]))``, the FIFO of the
+    last ``K`` observations' encodings (oldest first) and the actions between them. Latent:
+    the newest (rendered or real) observation, uint8 ``(frame_stack * C, S, S)``.
     """
 
     family = "ar"
@@ -383,12 +400,12 @@ class ARWorldModel(_PixelAutoRegressive):
     presets = AR_PRESETS
     obs_types = ("pixels",)
 
-    def __init__(self, config: ARConfig, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(self, config: ARConfig, spec: AtariSpec, num_actions: int | ActionSpec) -> None:
         super().__init__(config, spec, num_actions)
         self.core = ARCore(
             config.order,
             config.embed_channels,
-            num_actions,
+            self.num_actions,
             config.state_channels,
             config.init_hidden,
             config.transition_hidden,
@@ -400,8 +417,8 @@ class ARWorldModel(_PixelAutoRegressive):
     def _predict(
         self, encodings: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, K E, G, G)`` encodings and ``(B, K)`` actions -> newest-frame log-odds
-        ``(B, 1, S, S)`` and head logits ``(B, bits + 1)``."""
+        """``(B, K E, G, G)`` encodings and ``(B, K)`` actions (continuous ``(B, K, n)``) ->
+        newest-frame log-odds ``(B, C, S, S)`` and head logits ``(B, R + 1)``."""
         return self.decoder(self.core(encodings, self._tile(actions)))
 
     def initial_state(
@@ -438,7 +455,7 @@ class ARWorldModel(_PixelAutoRegressive):
         frames = _shift_in(latent, render_pixels(logits, rng, temperature))
         bit_logits, term_logits = self._split_head(head)
         state = self._advance(state, action, frames)
-        return Prediction(frames, self.bits.sign_logits(bit_logits), term_logits, state)
+        return Prediction(frames, self.readout.scores(bit_logits), term_logits, state)
 
     def filter(
         self, state: State, latent: torch.Tensor, action: torch.Tensor, embedding: torch.Tensor
@@ -481,7 +498,7 @@ class RARWorldModel(_PixelAutoRegressive):
     (rendered or real) observation, ``s_{t+1} = g(s_t, mu_{t+1}, a_t, e(o_t))``.
 
     State: ``(s_t (B, C, G, G), e(o_t) (B, E, G, G))``. Latent: float32
-    ``(B, (C + Z) G G + frame_stack S S)``: the decoder's input ``concat(s_t, mu_t)``
+    ``(B, (C + Z) G G + prod(frame_shape))``: the decoder's input ``concat(s_t, mu_t)``
     flattened (what the dSSM-DET's latent is), then the observation's pixels (0..255).
     """
 
@@ -490,14 +507,15 @@ class RARWorldModel(_PixelAutoRegressive):
     presets = RAR_PRESETS
     obs_types = ("state", "pixels")
 
-    def __init__(self, config: RARConfig, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(self, config: RARConfig, spec: AtariSpec, num_actions: int | ActionSpec) -> None:
         super().__init__(config, spec, num_actions)
         c = config
+        a = self.num_actions
         self.init = InitialStateModule(c.embed_channels, c.state_channels, c.init_hidden)
-        self.prior = PriorModule(c.state_channels, num_actions, c.z_channels, c.prior_hidden)
+        self.prior = PriorModule(c.state_channels, a, c.z_channels, c.prior_hidden)
         self.transition = TransitionModule(
             c.state_channels,
-            num_actions + c.embed_channels,
+            a + c.embed_channels,
             c.z_channels,
             self.grid,
             c.transition_hidden,
@@ -577,7 +595,7 @@ class RARWorldModel(_PixelAutoRegressive):
         bit_logits, term_logits = self._split_head(head)
         state = (s, self.encoder(pixels.view(-1, *self.spec.frame_shape)))
         next_latent = torch.cat([features.flatten(1), pixels], 1)
-        return Prediction(next_latent, self.bits.sign_logits(bit_logits), term_logits, state)
+        return Prediction(next_latent, self.readout.scores(bit_logits), term_logits, state)
 
     def filter(
         self, state: State, latent: torch.Tensor, action: torch.Tensor, embedding: torch.Tensor

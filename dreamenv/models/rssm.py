@@ -2,21 +2,25 @@
 
 The model state is a deterministic part ``h_t`` and a stochastic part ``s_t``:
 
-- deterministic path: ``h_t = GRU(h_{t-1}, ELU(Linear([s_{t-1}, a_{t-1}])))``;
+- deterministic path: ``h_t = GRU(h_{t-1}, ELU(Linear([s_{t-1}, a_{t-1}])))``, ``a`` the
+  action's features (a one-hot, or a continuous action rescaled to [-1, 1], as PlaNet's);
 - prior ``p(s_t | h_t)`` and posterior ``q(s_t | h_t, e(o_t))``, each an ELU hidden layer
   and a linear layer of distribution parameters. ``stochastic="gaussian"`` (PlaNet,
   DreamerV1): a diagonal Gaussian with ``std = softplus(.) + min_std``;
   ``stochastic="categorical"`` (DreamerV2): ``categoricals`` one-hot variables of
   ``classes`` classes each, sampled with straight-through gradients;
 - encoder ``e``: Dreamer's four stride-2 4x4 convolutions (depth ``d, 2d, 4d, 8d``, no
-  padding) on the stacked frames ``(frame_stack, S, S)``, flattened;
+  padding) on the stacked frames ``(frame_stack * C, S, S)`` (grey or RGB), flattened;
+  screen sizes 64, 80 and 96;
 - decoder: a linear layer from ``[h_t, s_t]`` to an ``(8d, S/16, S/16)`` grid, then four
-  stride-2 transposed convolutions (``4d, 2d, d, frame_stack``) to pixel log-odds. Pixels
+  stride-2 transposed convolutions (``4d, 2d, d, frame_stack * C``) to pixel log-odds. Pixels
   are Bernoulli with the frames' pixels as pseudo-probabilities (:func:`pixel_kl`), so the
   likelihood compares across families (Dreamer's decoder starts from 1x1 with 5x5/6x6
   kernels made for 64x64; the grid start serves 64, 80 and 96 alike);
-- heads on ``[h_t, s_t]``: reward scores over (-1, 0, +1) and a continue logit (Dreamer's
-  discount head); the contract's termination logit is minus the continue logit.
+- heads on ``[h_t, s_t]``: reward scores over the reward coder's support ((-1, 0, +1) for
+  sign-clipped rewards; DreamerV3's two-hot symlog grid for real ones) and a continue
+  logit (Dreamer's discount head); the contract's termination logit is minus the continue
+  logit.
 
 Training maximises the ELBO over whole windows, every observation filtered by the
 posterior from a zero state (the first observation too, after one GRU step from zeros):
@@ -49,20 +53,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.common import (
     NLL_CONTEXT,
+    action_features,
+    image_frames,
     normal_from_uniform,
     pixel_kl,
     pixel_mean,
-    reward_classes,
     sample_categorical,
     to_unit,
 )
 from dreamenv.random_streams import BatchRandom
 
 STOCHASTIC = ("gaussian", "categorical")
+SCREEN_SIZES = (64, 80, 96)
+"""Screen sizes the encoder and decoder take (multiples of 16; 4 unpadded convolutions)."""
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU}
 
 
@@ -305,15 +313,18 @@ class RSSMCell(nn.Module):
     """The transition: ``h' = GRU(h, ELU(Linear([s, a])))``, the prior ``p(s' | h')`` and
     the posterior ``q(s' | h', e)``."""
 
-    def __init__(self, config: RSSMConfig, num_actions: int, embed_size: int) -> None:
+    def __init__(self, config: RSSMConfig, num_actions: int | ActionSpec, embed_size: int) -> None:
         super().__init__()
         self.dist = _Stochastic(config)
-        self.num_actions = num_actions
+        self.actions = (
+            num_actions if isinstance(num_actions, ActionSpec) else ActionSpec.discrete(num_actions)
+        )
+        self.num_actions = self.actions.n
         self.deter_size = config.deter_size
         self.stoch_features = config.stoch_features
         hidden = config.hidden_size
         self.inputs = nn.Sequential(
-            nn.Linear(config.stoch_features + num_actions, hidden), nn.ELU()
+            nn.Linear(config.stoch_features + self.num_actions, hidden), nn.ELU()
         )
         self.gru = nn.GRUCell(hidden, config.deter_size)
         self.prior = nn.Sequential(
@@ -332,15 +343,16 @@ class RSSMCell(nn.Module):
         )
 
     def action_input(self, action: torch.Tensor | None, batch: int, device: torch.device):
-        """One-hot actions ``(B, A)``; ``None`` (before the first observation): zeros."""
+        """Action features ``(B, A)`` (one-hots; continuous actions ``(B, n)`` rescaled to
+        [-1, 1]) of actions ``(B,)``, or of ``(B, 1)`` chunks of a non-jumpy model; ``None``
+        (before the first observation): zeros. (The model passes its own
+        :meth:`~dreamenv.models.base.WorldModel.action_features`, the same.)"""
         if action is None:
             return torch.zeros(batch, self.num_actions, device=device)
-        if action.dim() == 2:  # a (B, 1) chunk of a non-jumpy model
-            action = action[:, 0]
-        return F.one_hot(action, self.num_actions).float()
+        return action_features(action, self.actions).reshape(batch, self.num_actions)
 
     def deterministic(self, h: torch.Tensor, s: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """The next deterministic state from ``h``, ``s`` and a one-hot ``action``.
+        """The next deterministic state from ``h``, ``s`` and ``action`` features.
 
         The GRU's state is a convex combination of tanh values, so in [-1, 1]; the clamp
         (a no-op but for float rounding) makes the observation space's bounds exact.
@@ -365,13 +377,13 @@ class RSSMWorldModel(WorldModel):
     obs_types = ("state", "pixels")
     has_warmup = False
 
-    def __init__(self, config: RSSMConfig, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(self, config: RSSMConfig, spec: AtariSpec, num_actions: int | ActionSpec) -> None:
         super().__init__(config, spec, num_actions)
-        stack, size, _ = spec.frame_shape
-        if size % 16 or size < 64:
+        _, stack, size = image_frames(spec, "rssm")
+        if size not in SCREEN_SIZES:
             raise ConfigError(
                 f"the rssm family needs a screen size that is a multiple of 16 and >= 64 "
-                f"(64, 80, 96), got {size}."
+                f"(one of {list(SCREEN_SIZES)}), got {size}; set the spec's screen_size."
             )
         self.pixels = int(np.prod(spec.frame_shape))
         self.features = config.deter_size + config.stoch_features
@@ -379,8 +391,10 @@ class RSSMWorldModel(WorldModel):
         self.decoder = ConvDecoder(
             self.features, stack, size, config.encoder_depth, config.conv_activation
         )
-        self.cell = RSSMCell(config, num_actions, self.encoder.out_size)
-        self.reward_head = _mlp(self.features, config.head_hidden, config.head_layers, 3)
+        self.cell = RSSMCell(config, self.actions, self.encoder.out_size)
+        self.reward_head = _mlp(
+            self.features, config.head_hidden, config.head_layers, self.reward_coder.size
+        )
         self.continue_head = _mlp(self.features, config.head_hidden, config.head_layers, 1)
 
     @property
@@ -403,11 +417,20 @@ class RSSMWorldModel(WorldModel):
         return latent[:, : self.config.deter_size], latent[:, self.config.deter_size :]
 
     # --- dynamics -------------------------------------------------------------------------
+    def _action_input(
+        self, action: torch.Tensor | None, batch: int, device: torch.device
+    ) -> torch.Tensor:
+        """:meth:`action_features` ``(B, A)`` of actions ``(B,)`` / ``(B, n)`` (or ``(B, 1)``
+        chunks of a non-jumpy model); ``None`` (before the first observation): zeros."""
+        if action is None:
+            return torch.zeros(batch, self.num_actions, device=device)
+        return self.action_features(action).reshape(batch, self.num_actions)
+
     def _filter_step(
         self, state: State, action: torch.Tensor | None, embedding: torch.Tensor
     ) -> tuple[torch.Tensor, State]:
         h, s = state
-        a = self.cell.action_input(action, h.shape[0], h.device)
+        a = self._action_input(action, h.shape[0], h.device)
         h, _, post = self.cell.posterior_step(h, s, a, embedding)
         s = self.dist.mode(post)
         return torch.cat([h, s], -1), (h, s)
@@ -440,7 +463,7 @@ class RSSMWorldModel(WorldModel):
         if not temperature >= 0:
             raise ConfigError(f"temperature must be >= 0 (1: the model's own), got {temperature}.")
         h, s = state
-        a = self.cell.action_input(action, h.shape[0], h.device)
+        a = self._action_input(action, h.shape[0], h.device)
         h = self.cell.deterministic(h, s, a)
         prior = self.cell.prior(h)
         u = rng.uniform(self.dist.uniform_shape()).to(h.device)
@@ -480,7 +503,7 @@ class RSSMWorldModel(WorldModel):
         state: State | None = None,
         first_action: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Filter ``embeds`` ``(B, T+1, E)`` with actions ``(B, T)`` between them.
+        """Filter ``embeds`` ``(B, T+1, E)`` with actions ``(B, T[, n])`` between them.
 
         From ``state`` (zeros if None) after ``first_action`` (none if None). Returns
         ``h``, ``s`` (``(B, T+1, .)``), ``prior`` and ``post`` parameters.
@@ -490,7 +513,7 @@ class RSSMWorldModel(WorldModel):
         hs, ss, priors, posts = [], [], [], []
         for t in range(n):
             action = first_action if t == 0 else actions[:, t - 1]
-            a = self.cell.action_input(action, b, embeds.device)
+            a = self._action_input(action, b, embeds.device)
             h, prior, post = self.cell.posterior_step(h, s, a, embeds[:, t])
             s = self.dist.rsample(post, generator) if sample else self.dist.mode(post)
             hs.append(h)
@@ -538,10 +561,8 @@ class RSSMWorldModel(WorldModel):
 
         after = features[:, 1:]
         reward_logits = self.reward_head(after)
-        reward_target = reward_classes(batch["rewards"])
-        reward_ce = F.cross_entropy(
-            reward_logits.flatten(0, 1), reward_target.flatten(), reduction="none"
-        ).view_as(mask)
+        reward_ce = self.reward_coder.loss(reward_logits, batch["rewards"])
+        reward_hit = self.reward_coder.accuracy(reward_logits, batch["rewards"])
         continue_logits = self.continue_head(after).squeeze(-1)
         terminated = batch["terminated"].float()
         continue_bce = F.binary_cross_entropy_with_logits(
@@ -553,7 +574,7 @@ class RSSMWorldModel(WorldModel):
             "kl_loss": kl_loss,
             "reward_loss": (reward_ce * step_w).sum(),
             "termination_loss": (continue_bce * step_w).sum(),
-            "reward_acc": ((reward_logits.argmax(-1) == reward_target).float() * step_w).sum(),
+            "reward_acc": (reward_hit * step_w).sum(),
             "termination_acc": (
                 ((continue_logits < 0).float() == terminated).float() * step_w
             ).sum(),

@@ -50,8 +50,14 @@ Choices where the paper is silent:
   ``termination_loss_scale``): the exact likelihood would weigh a reward like one pixel,
   too little for a dream whose rewards train agents.
 - *Termination.* One more logit of the decoder's reward head (the paper's games have none).
-- *Rewards.* ``reward_bits = 8`` bits of ``floor(|r|)`` (larger rewards are clamped);
-  the env samples from the sign and zero bits (:meth:`RewardBits.sign_logits`).
+- *Rewards.* Sign-clipped rewards (Atari): ``reward_bits = 8`` bits of ``floor(|r|)``
+  (larger rewards are clamped); the env samples from the sign and zero bits
+  (:meth:`RewardBits.sign_logits`). Real rewards: the head scores the reward coder's
+  two-hot symlog grid instead (:class:`~dreamenv.models.common.BitsOrCoder`), since the
+  bits of ``floor(|r|)`` lose fractions.
+- *Actions and frames.* Actions enter as their features, tiled over the grid: one-hots, or
+  continuous actions rescaled to [-1, 1] (a jumpy model's chunk: ``jump * n`` channels).
+  Frames are ``(frame_stack * C, S, S)``, grey or RGB, ``S`` in 32, 48, 64, 80 or 96.
 - *Standard deviations.* ``softplus + 1e-4`` (:data:`~dreamenv.models.blocks.STD_FLOOR`).
 - *Evaluation.* :meth:`~StateSpaceModel.test_nll` and :meth:`~StateSpaceModel.metrics` draw
   their posterior sample from a fixed seed, so a batch always gets the same figure.
@@ -77,6 +83,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.blocks import (
@@ -92,11 +99,11 @@ from dreamenv.models.blocks import (
 )
 from dreamenv.models.common import (
     NLL_CONTEXT,
-    RewardBits,
+    BitsOrCoder,
+    image_frames,
     normal_from_uniform,
     pixel_kl,
     pixel_mean,
-    reward_classes,
     split_context,
     to_unit,
     window_steps,
@@ -176,17 +183,19 @@ class StateSpaceModel(WorldModel):
     sample_decoder: ClassVar[bool]
     """Whether ``z`` samples enter the decoder in training (and the loss is an ELBO)."""
 
-    def __init__(self, config: SSMConfig, spec: AtariSpec, num_actions: int) -> None:
+    def __init__(self, config: SSMConfig, spec: AtariSpec, num_actions: int | ActionSpec) -> None:
         super().__init__(config, spec, num_actions)
-        stack, size, _ = spec.frame_shape
+        _, stack, size = image_frames(spec, self.family)
         if size % 8:
             raise ConfigError(
                 f"state-space models need frames whose size is divisible by 8 (the state is "
-                f"at 1/8 resolution), got {size}; use screen_size 64, 80 or 96."
+                f"at 1/8 resolution), got {size}; use screen_size 32, 48, 64, 80 or 96."
             )
         c = config
         self.grid = size // 8
-        self.bits = RewardBits(c.reward_bits)
+        self.readout = BitsOrCoder(self.reward_coder, c.reward_bits)
+        """The reward head's outputs: Buesing's bits (sign-clipped rewards) or the coder's."""
+        self.bits = self.readout.bits
         actions = c.jump * self.num_actions
         self.encoder = Encoder(stack, c.embed_channels, c.encoder_hidden)
         self.initial = InitialStateModule(c.embed_channels, c.state_channels, c.init_hidden)
@@ -206,7 +215,7 @@ class StateSpaceModel(WorldModel):
             c.state_channels + c.z_channels,
             stack,
             self.grid,
-            self.bits.size,
+            self.readout.size,
             extra_outputs=1,
             hidden=c.decoder_hidden,
             channels=c.decoder_channels,
@@ -228,9 +237,15 @@ class StateSpaceModel(WorldModel):
 
     # --- dynamics -----------------------------------------------------------------------
     def _head(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reward scores over (-1, 0, +1) and the termination logit of latents."""
+        """Reward scores over the reward support and the termination logit of latents."""
         head = self.decoder.head(latent)
-        return self.bits.sign_logits(head[:, :-1]), head[:, -1]
+        return self.readout.scores(head[:, :-1]), head[:, -1]
+
+    def _tile(self, action: torch.Tensor) -> torch.Tensor:
+        """Features of an action (chunk) ``(B,)``, ``(B, jump)`` (continuous: ``(B, n)``,
+        ``(B, jump, n)``) tiled over the grid: ``(B, jump * num_actions, G, G)``."""
+        features = self.action_features(action).reshape(action.shape[0], -1)
+        return tile_action(features, self.num_actions, self.grid)
 
     def _filter_step(
         self, context: torch.Tensor, action: torch.Tensor, embedding: torch.Tensor
@@ -238,7 +253,7 @@ class StateSpaceModel(WorldModel):
         """The latent of the newest observation: one step from the state of ``context``
         ``(B, 3, E, G, G)``, with the posterior mean (sSSM) or the prior mean (dSSMs)."""
         s = self.initial(context)
-        a = tile_action(action, self.num_actions, self.grid)
+        a = self._tile(action)
         mean, std = self.prior(s, a)
         z = self.posterior(s, a, embedding, mean, std)[0] if self.sample_transition else mean
         return torch.cat([self.transition(s, z, a), z], 1)
@@ -250,20 +265,23 @@ class StateSpaceModel(WorldModel):
 
         Args:
             embeddings: ``(B, K, E, G, G)``, oldest first.
-            actions: ``(B, K-1)`` the real actions between them.
+            actions: ``(B, K-1)`` the real actions between them (continuous: ``(B, K-1, n)``).
         """
         b, k = embeddings.shape[:2]
-        if actions.shape != (b, k - 1):
+        expected = (b, k - 1, *self.actions.shape)
+        if tuple(actions.shape) != expected:
+            dims = "" if self.actions.kind == "discrete" else f" of {self.num_actions} dims"
             raise ConfigError(
-                f"initial_state needs (B, K-1) = {(b, k - 1)} actions for {k} observations, "
-                f"got shape {tuple(actions.shape)}."
+                f"initial_state needs (B, K-1) = {(b, k - 1)} actions{dims} for {k} "
+                f"observations, got shape {tuple(actions.shape)}."
             )
         need = CONTEXT + self.jump
         if k < need:
             embeddings = torch.cat(
                 [embeddings[:, :1].expand(-1, need - k, -1, -1, -1), embeddings], 1
             )
-            actions = F.pad(actions, (need - k, 0))
+            noop = actions.new_zeros((b, need - k, *actions.shape[2:]))  # action 0 / zeros
+            actions = torch.cat([noop, actions], 1)
         embeddings, actions = embeddings[:, -need:], actions[:, -(need - 1) :]
         chunk = actions[:, CONTEXT - 1 :]
         latent = self._filter_step(embeddings[:, :CONTEXT], chunk, embeddings[:, -1])
@@ -283,7 +301,7 @@ class StateSpaceModel(WorldModel):
         No pixels are decoded. The dSSMs' transitions are deterministic: they draw nothing.
         """
         s, context = state
-        a = tile_action(action, self.num_actions, self.grid)
+        a = self._tile(action)
         mean, std = self.prior(s, a)
         if self.sample_transition:
             u = rng.uniform(tuple(mean.shape[1:])).to(mean.device)
@@ -346,7 +364,7 @@ class StateSpaceModel(WorldModel):
         s = self.initial(context)
         latents, kls = [], []
         for t in range(steps):
-            a = tile_action(actions[:, t], self.num_actions, self.grid)
+            a = self._tile(actions[:, t])
             mean, std = self.prior(s, a)
             if elbo:
                 q_mean, q_std = self.posterior(s, a, embeddings[:, t], mean, std)
@@ -365,16 +383,15 @@ class StateSpaceModel(WorldModel):
         target = frames.flatten(0, 1)
         pixels = frames[0, 0].numel()
         rewards, terminated = parts["rewards"], parts["terminated"].float()
-        reward_logits = self.bits.sign_logits(head[..., :-1])
         zero = torch.zeros_like(mask, dtype=torch.float32)
         return {
             "pixel": pixel_kl(logits, target).view(b, steps),
             "kl": torch.stack(kls, 1) / pixels if kls else zero,
-            "reward": self.bits.loss(head[..., :-1], rewards),
+            "reward": self.readout.loss(head[..., :-1], rewards),
             "termination": F.binary_cross_entropy_with_logits(
                 head[..., -1], terminated, reduction="none"
             ),
-            "reward_acc": (reward_logits.argmax(-1) == reward_classes(rewards)).float(),
+            "reward_acc": self.readout.accuracy(head[..., :-1], rewards),
             "termination_acc": ((head[..., -1] > 0).float() == terminated).float(),
             "mse": (torch.sigmoid(logits) - to_unit(target))
             .square()
