@@ -24,7 +24,6 @@ windows of ``c * seq_len`` real steps that it sub-samples itself.
 Example:
     >>> from dreamenv.models import build_model
     >>> from dreamenv.envs.atari import AtariSpec
-from dreamenv.envs.spec import ActionSpec
     >>> model = build_model("discrete", "small", AtariSpec("pong"), num_actions=6)
     >>> embedding = model.encode(torch.zeros(2, 4, 96, 96, dtype=torch.uint8))
     >>> latent, state = model.initial_state(embedding[:, None], torch.zeros(2, 0).long())
