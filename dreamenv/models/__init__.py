@@ -12,6 +12,7 @@ from dreamenv.models.base import (
     resolve_config,
 )
 from dreamenv.models.discrete import DiscreteConfig, DiscreteWorldModel
+from dreamenv.models.ensemble import EnsembleConfig, EnsembleWorldModel
 from dreamenv.models.mdnrnn import MDNRNNConfig, MDNRNNWorldModel
 from dreamenv.models.pixel_ar import ARConfig, ARWorldModel, RARConfig, RARWorldModel
 from dreamenv.models.rssm import RSSMConfig, RSSMWorldModel
@@ -26,6 +27,8 @@ __all__ = [
     "DSSMVAE",
     "DiscreteConfig",
     "DiscreteWorldModel",
+    "EnsembleConfig",
+    "EnsembleWorldModel",
     "MDNRNNConfig",
     "MDNRNNWorldModel",
     "Prediction",
