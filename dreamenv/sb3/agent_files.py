@@ -1,12 +1,22 @@
-"""Agent files: an SB3 agent (PPO, A2C, DQN) saved and loaded without pickle.
+"""Agent files: an SB3 agent (PPO, A2C, DQN, SAC, TD3) saved and loaded without pickle.
 
 An agent is a directory; loading it executes no code from it::
 
     AGENT/agent.json                  format, algorithm, policy class and kwargs, spaces,
-                                      hyperparameters, training counters, file names
-    AGENT/policy-<id>.safetensors     agent.policy.state_dict()
-    AGENT/optimizer-<id>.safetensors  the optimizer's tensors (Adam's moments); its
-                                      other entries (param groups, counters) are in agent.json
+                                      hyperparameters, training counters, learned scalars
+                                      (SAC's log_ent_coef), file names
+    AGENT/policy-<id>.safetensors     agent.policy.state_dict() (SAC's and TD3's: actor,
+                                      critic and their targets)
+    AGENT/optimizer-<id>.safetensors  the tensors of every optimizer (Adam's moments) as
+                                      ``<optimizer>/<index>.<key>``: ``policy.optimizer``,
+                                      or SAC's ``actor.optimizer``, ``critic.optimizer``,
+                                      ``ent_coef_optimizer``; their other entries (param
+                                      groups, counters) are in agent.json
+
+The replay buffer of an off-policy agent (DQN, SAC, TD3) is not kept: a loaded agent
+refills it (after ``learning_starts`` fresh steps, as SB3's own ``load`` without
+``load_replay_buffer``). TD3's exploration noise is kept when it is SB3's
+``NormalActionNoise``.
 
 Classes in the policy kwargs (``features_extractor_class``, ``activation_fn``,
 ``optimizer_class``) are stored by name and read back only from allow-lists
@@ -40,9 +50,11 @@ import stable_baselines3
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
-from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer, RolloutBuffer
+from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
+from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
@@ -54,12 +66,20 @@ from dreamenv.sb3.extractor import LatentExtractor
 
 FORMAT = "dreamenv-agent"
 """The ``format`` entry of ``agent.json``."""
-VERSION = 1
-"""The version of the agent format this module writes and reads."""
+VERSION = 2
+"""The version of the agent format this module writes (version 2: several optimizers)."""
+READS = (1, 2)
+"""The versions it reads (version 1: one optimizer, ``policy.optimizer``)."""
 MANIFEST = "agent.json"
 """The file naming everything else in an agent directory (written last, atomically)."""
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
+    "ppo": PPO,
+    "a2c": A2C,
+    "dqn": DQN,
+    "sac": SAC,
+    "td3": TD3,
+}
 """The SB3 algorithms an agent file can hold, by name."""
 
 
@@ -93,25 +113,45 @@ _ON_POLICY = (
     "normalize_advantage",
     "rollout_buffer_kwargs",
 )
+_OFF_POLICY = (
+    *_COMMON,
+    "buffer_size",
+    "learning_starts",
+    "batch_size",
+    "tau",
+    "train_freq",
+    "gradient_steps",
+    "optimize_memory_usage",
+    "n_steps",
+    "replay_buffer_kwargs",
+)
 HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
     "ppo": (*_ON_POLICY, "batch_size", "n_epochs", "clip_range", "clip_range_vf", "target_kl"),
     "a2c": _ON_POLICY,
+    "sac": (
+        *_OFF_POLICY,
+        "action_noise",
+        "ent_coef",
+        "target_update_interval",
+        "target_entropy",
+        "use_sde",
+        "sde_sample_freq",
+        "use_sde_at_warmup",
+    ),
+    "td3": (
+        *_OFF_POLICY,
+        "action_noise",
+        "policy_delay",
+        "target_policy_noise",
+        "target_noise_clip",
+    ),
     "dqn": (
-        *_COMMON,
-        "buffer_size",
-        "learning_starts",
-        "batch_size",
-        "tau",
-        "train_freq",
-        "gradient_steps",
-        "optimize_memory_usage",
-        "n_steps",
+        *_OFF_POLICY,
         "target_update_interval",
         "exploration_fraction",
         "exploration_initial_eps",
         "exploration_final_eps",
         "max_grad_norm",
-        "replay_buffer_kwargs",
     ),
 }
 """The constructor arguments stored per algorithm (what rebuilding it needs)."""
@@ -126,6 +166,8 @@ _COUNTERS = {
     "exploration_rate": "exploration_rate",
 }
 """Training counters of ``agent.json``'s ``state`` and the agent attributes they restore."""
+_VARIABLES = ("log_ent_coef",)
+"""Learned tensors outside the policy (SAC's), kept in ``agent.json``'s ``variables``."""
 _WEIGHT_FILE = re.compile(r"^(policy|optimizer)-[0-9a-f]{12}\.safetensors$")
 _TEMP_FILE = re.compile(r"^\.((policy|optimizer)-[0-9a-f]{12}\.safetensors|agent\.json)\..*\.tmp$")
 """What a save killed midway leaves (write_atomic's temporary files)."""
@@ -200,9 +242,7 @@ def space_from_json(data: dict[str, Any]) -> gym.Space:
     if kind == "Box":
         dtype = np.dtype(data["dtype"])
         shape = tuple(int(n) for n in data["shape"])
-        low, high = (
-            np.broadcast_to(_array(data[k], dtype), shape).copy() for k in ("low", "high")
-        )
+        low, high = (np.broadcast_to(_array(data[k], dtype), shape).copy() for k in ("low", "high"))
         return gym.spaces.Box(low, high, shape, dtype)
     if kind == "Discrete":
         return gym.spaces.Discrete(int(data["n"]), start=int(data["start"]))
@@ -242,6 +282,36 @@ def _schedule_from_json(value: Any) -> Any:
             raise CheckpointError(f"unknown schedule {value!r} (expected 'linear').")
         return LinearSchedule(value["start"], value["end"], value["end_fraction"])
     return value
+
+
+def _noise_to_json(noise: Any) -> Any:
+    if isinstance(noise, VectorizedActionNoise):  # SB3 wraps the noise of n_envs > 1 in this
+        noise = noise.base_noise
+    if noise is None:
+        return None
+    if isinstance(noise, NormalActionNoise):
+        return {
+            "noise": "normal",
+            "mean": _plain(np.asarray(noise._mu, np.float64).tolist(), "action_noise mean"),
+            "sigma": _plain(np.asarray(noise._sigma, np.float64).tolist(), "action_noise sigma"),
+            "dtype": np.dtype(noise._dtype).name,
+        }
+    raise ConfigError(
+        f"action_noise = {noise!r}: agent files store SB3's NormalActionNoise (or none); use "
+        "that, or save with format='sb3'."
+    )
+
+
+def _noise_from_json(value: Any) -> NormalActionNoise | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("noise") != "normal":
+        raise CheckpointError(f"unknown action_noise {value!r} (expected 'normal' or null).")
+    return NormalActionNoise(
+        np.array(value["mean"], np.float64),
+        np.array(value["sigma"], np.float64),
+        dtype=np.dtype(value["dtype"]),
+    )
 
 
 def _policy_kwargs_to_json(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -308,6 +378,8 @@ def _hyperparameters(agent: BaseAlgorithm, algo: str) -> dict[str, Any]:
         value = getattr(agent, _ATTRIBUTE.get(name, name))
         if name in _SCHEDULES:
             params[name] = _schedule_to_json(value, name)
+        elif name == "action_noise":
+            params[name] = _noise_to_json(value)
         elif isinstance(value, TrainFreq):
             params[name] = [int(value.frequency), value.unit.value]
         else:
@@ -331,6 +403,7 @@ def _optimizer_split(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
 
 
 def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The state dict :func:`_optimizer_split` split (``tensors`` of this optimizer only)."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         index, _, name = key.partition(".")
@@ -342,6 +415,14 @@ def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
         for group in meta["param_groups"]
     ]
     return {"state": state, "param_groups": groups}
+
+
+def _optimizers(agent: BaseAlgorithm) -> dict[str, torch.optim.Optimizer]:
+    """The agent's optimizers by SB3's attribute path (what SB3's own save keeps):
+    ``policy.optimizer``, or SAC's and TD3's ``actor.optimizer`` and ``critic.optimizer``
+    (and SAC's ``ent_coef_optimizer`` when it learns its entropy coefficient)."""
+    state_dicts, _ = agent._get_torch_save_params()
+    return {name: recursive_getattr(agent, name) for name in state_dicts if name != "policy"}
 
 
 # --- saving ----------------------------------------------------------------------------------
@@ -394,6 +475,11 @@ def save_agent(
             for key, attr in _COUNTERS.items()
             if hasattr(agent, attr)
         },
+        "variables": {
+            name: _plain(getattr(agent, name).detach().cpu().double().tolist(), name)
+            for name in _VARIABLES
+            if isinstance(getattr(agent, name, None), torch.Tensor)
+        },
         "versions": {
             "stable_baselines3": stable_baselines3.__version__,
             "torch": torch.__version__,
@@ -402,11 +488,17 @@ def save_agent(
     _check_target(path)
     token = uuid.uuid4().hex[:12]
     files = {"policy": f"policy-{token}.safetensors"}
-    write_atomic(path / files["policy"], lambda p: save_model(agent.policy, str(p), force_contiguous=True))
+    write_atomic(
+        path / files["policy"], lambda p: save_model(agent.policy, str(p), force_contiguous=True)
+    )
     if optimizer:
-        tensors, meta = _optimizer_split(agent.policy.optimizer.state_dict())
+        tensors: dict[str, torch.Tensor] = {}
+        manifest["optimizers"] = {}
+        for name, opt in _optimizers(agent).items():
+            own, meta = _optimizer_split(opt.state_dict())
+            tensors.update({f"{name}/{key}": value for key, value in own.items()})
+            manifest["optimizers"][name] = meta
         files["optimizer"] = f"optimizer-{token}.safetensors"
-        manifest["optimizer"] = meta
         write_atomic(path / files["optimizer"], lambda p: save_file(tensors, str(p)))
     manifest["files"] = files
     write_json(path / MANIFEST, manifest)
@@ -503,10 +595,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{str(path / MANIFEST)!r} is not readable JSON ({err}).") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{str(path / MANIFEST)!r} is not a {FORMAT} manifest.")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") not in READS:
         raise CheckpointError(
             f"{str(path)!r} is agent format version {manifest.get('version')!r}; this dreamenv "
-            f"reads version {VERSION}. Upgrade dreamenv, or save the agent again."
+            f"reads versions {list(READS)}. Upgrade dreamenv, or save the agent again."
         )
     return manifest
 
@@ -529,6 +621,8 @@ def _load_directory(path: Path, device: str) -> BaseAlgorithm:
         for name in _SCHEDULES:
             if name in params:
                 params[name] = _schedule_from_json(params[name])
+        if "action_noise" in params:
+            params["action_noise"] = _noise_from_json(params["action_noise"])
         if isinstance(params.get("train_freq"), list):
             frequency, unit = params["train_freq"]
             params["train_freq"] = (int(frequency), TrainFrequencyUnit(unit).value)
@@ -555,7 +649,23 @@ def _load_directory(path: Path, device: str) -> BaseAlgorithm:
         load_model(agent.policy, str(path / files["policy"]), strict=True, device=str(agent.device))
         if "optimizer" in files:
             tensors = load_file(str(path / files["optimizer"]), device=str(agent.device))
-            agent.policy.optimizer.load_state_dict(_optimizer_join(tensors, manifest["optimizer"]))
+            if "optimizers" in manifest:
+                metas = manifest["optimizers"]
+            else:  # version 1: the one optimizer, its tensors' keys unprefixed
+                metas = {"policy.optimizer": manifest["optimizer"]}
+                tensors = {f"policy.optimizer/{k}": v for k, v in tensors.items()}
+            optimizers = _optimizers(agent)
+            if sorted(metas) != sorted(optimizers):
+                raise KeyError(f"optimizers {sorted(metas)}, expected {sorted(optimizers)}")
+            for name, opt in optimizers.items():
+                prefix = f"{name}/"
+                own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+                opt.load_state_dict(_optimizer_join(own, metas[name]))
+        for name, value in manifest.get("variables", {}).items():
+            if name not in _VARIABLES or not isinstance(getattr(agent, name, None), torch.Tensor):
+                raise KeyError(f"variable {name!r}, which a {algo} agent has not")
+            with torch.no_grad():
+                getattr(agent, name).copy_(torch.tensor(value, dtype=torch.float64))
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as err:
         raise CheckpointError(
             f"{str(path)!r}: the weights do not load into its {algo} policy ({err})."
@@ -567,7 +677,11 @@ def _load_directory(path: Path, device: str) -> BaseAlgorithm:
 
 
 def _algorithm_of(data: dict[str, Any]) -> type[BaseAlgorithm]:
-    """The SB3 class a saved zip's data belongs to (PPO, A2C or DQN)."""
+    """The SB3 class a saved zip's data belongs to (PPO, A2C, DQN, SAC or TD3)."""
+    if "target_entropy" in data:
+        return SAC
+    if "policy_delay" in data:
+        return TD3
     if "target_update_interval" in data or "exploration_rate" in data:
         return DQN
     if "clip_range" in data:

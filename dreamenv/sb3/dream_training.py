@@ -1,7 +1,8 @@
-"""Training an SB3 agent (PPO, A2C, DQN) in a checkpoint's dream.
+"""Training an SB3 agent (PPO, A2C, DQN; SAC, TD3 for Box actions) in a checkpoint's dream.
 
 Example:
     >>> agent = train_in_dream("runs/pong/model", 200_000)
+    >>> agent = train_in_dream("runs/pendulum/model", 50_000, algo="sac")  # Box actions
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
@@ -40,6 +42,27 @@ PAPER_PPO = {
 }
 """PPO settings of Robine et al. (with 16 dream envs: 800 steps per rollout)."""
 
+DISCRETE_ONLY = ("dqn",)
+"""Algorithms that take Discrete actions only."""
+BOX_ONLY = ("sac", "td3")
+"""Algorithms that take Box actions only."""
+TD3_NOISE = 0.1
+"""The std of a new TD3 agent's Gaussian exploration noise, in its [-1, 1] action scale
+(SB3's TD3 explores with none unless given ``action_noise``)."""
+
+
+def _check_action_space(algo: str, space: gym.Space) -> None:
+    if algo in DISCRETE_ONLY and not isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(
+            f"{algo.upper()} takes Discrete actions, and this env's are {space}; use 'sac' or "
+            "'ppo' for Box actions."
+        )
+    if algo in BOX_ONLY and not isinstance(space, gym.spaces.Box):
+        raise ConfigError(
+            f"{algo.upper()} takes Box actions, and this env's are {space}; use 'ppo', 'a2c' "
+            "or 'dqn' for Discrete actions."
+        )
+
 
 def make_agent(
     algo: str,
@@ -52,25 +75,37 @@ def make_agent(
     **kwargs: Any,
 ) -> BaseAlgorithm:
     """A new SB3 agent for ``env``; ``extractor`` uses :class:`LatentExtractor` (paper policy)
-    for latent observations, run in ``precision`` (:mod:`dreamenv.precision`).
+    for latent observations, run in ``precision`` (:mod:`dreamenv.precision`). Other
+    observations (pixels, state vectors) get SB3's own ``CnnPolicy`` / ``MlpPolicy``.
 
-    ``kwargs`` go to the algorithm (``verbose``, ``tensorboard_log``, ``n_steps``, ...); PPO
-    starts from :data:`PAPER_PPO`.
+    ``kwargs`` go to the algorithm (``verbose``, ``tensorboard_log``, ``n_steps``, ...). PPO
+    starts from :data:`PAPER_PPO`. SAC and TD3 (Box actions only) with ``n_envs > 1`` start
+    from ``gradient_steps=-1``: one gradient step per transition collected, the ratio of
+    the SAC and TD3 papers (SB3's default, one per vector step, would lower it by
+    ``n_envs``); pass ``gradient_steps=1`` for cheaper updates. TD3 explores with Gaussian
+    noise of std :data:`TD3_NOISE` unless given ``action_noise``. DQN takes Discrete actions only.
 
     Example:
         >>> agent = make_agent("ppo", wrap(DreamVectorEnv("runs/pong/model", 16)), verbose=1)
+        >>> agent = make_agent("sac", wrap(DreamVectorEnv("runs/pendulum/model", 16)))
     """
-    if algo.lower() not in ALGORITHMS:
+    name = algo.lower()
+    if name not in ALGORITHMS:
         raise ConfigError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}.")
-    cls = ALGORITHMS[algo.lower()]
-    params: dict[str, Any] = {"verbose": 0, **(PAPER_PPO if cls is PPO else {}), **kwargs}
+    _check_action_space(name, env.action_space)
+    cls = ALGORITHMS[name]
+    defaults: dict[str, Any] = dict(PAPER_PPO) if cls is PPO else {}
+    if name in BOX_ONLY and env.num_envs > 1:
+        defaults["gradient_steps"] = -1
+    if name == "td3":
+        n = int(np.prod(env.action_space.shape or ()))
+        defaults["action_noise"] = NormalActionNoise(np.zeros(n), np.full(n, TD3_NOISE))
+    params: dict[str, Any] = {"verbose": 0, **defaults, **kwargs}
     policy_kwargs = dict(params.pop("policy_kwargs", None) or {})
     space = env.observation_space
     shape = tuple(space.shape or ())
     pixels = space.dtype == np.uint8 and len(shape) == 3
-    if extractor and (
-        not isinstance(space, gym.spaces.Box) or (len(shape) == 3 and not pixels)
-    ):
+    if extractor and (not isinstance(space, gym.spaces.Box) or (len(shape) == 3 and not pixels)):
         policy_kwargs.setdefault("features_extractor_class", LatentExtractor)
         if precision != "float32" and policy_kwargs["features_extractor_class"] is LatentExtractor:
             extractor_kwargs = dict(policy_kwargs.get("features_extractor_kwargs") or {})
@@ -125,6 +160,10 @@ def train_in_dream(
     **agent_kwargs: Any,
 ) -> BaseAlgorithm:
     """Train an SB3 agent for ``timesteps`` imagined steps in the checkpoint's dream env.
+
+    ``algo`` is one of :data:`~dreamenv.sb3.agent_files.ALGORITHMS`: ``ppo``/``a2c`` for any
+    action space, ``dqn`` for Discrete actions, ``sac``/``td3`` for Box actions (a new
+    agent's defaults: :func:`make_agent`).
 
     Args:
         options: the dream env's options (horizon, obs_type, reward_mode, burn_in,

@@ -103,7 +103,11 @@ class VectorEnvAdapter(VecEnv):
         setattr(self.env, attr_name, value)
 
     def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
     ) -> list[Any]:
         """Call a method of the vector env once, for the envs of ``indices``; its result
         is split per env where it has one row per env (as ``render`` or ``get_state``)."""
@@ -147,12 +151,12 @@ def per_env_infos(info: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
 
 
 def wrap(env: gym.vector.VectorEnv) -> VectorEnvAdapter:
-    """``env`` as an SB3 ``VecEnv`` that PPO, A2C and DQN take directly."""
+    """``env`` as an SB3 ``VecEnv`` that PPO, A2C, DQN, SAC and TD3 take directly (each
+    step of it is ``num_envs`` transitions: see :func:`~dreamenv.sb3.make_agent` for the
+    off-policy defaults this implies)."""
     if not isinstance(env, gym.vector.VectorEnv):
         raise ConfigError(
             f"wrap() takes a gymnasium VectorEnv such as gym.make_vec('dreamenv/Dream-v0', ...), "
             f"got {type(env).__name__}. A single gym.Env can be passed to SB3 as it is."
         )
     return VectorEnvAdapter(env)
-
-
