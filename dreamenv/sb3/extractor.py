@@ -76,5 +76,3 @@ class LatentExtractor(BaseFeaturesExtractor):
             observations = observations.view(-1, grid, grid, codes).permute(0, 3, 1, 2)
         with autocast(self.precision, observations.device):
             return self.net(observations).float()
-
-
