@@ -549,7 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the agent directory (an agent there is continued)")
     p.add_argument("--steps", type=int, default=100_000, help="imagined steps to train")
     p.add_argument(
-        "--algo", default=None, choices=("ppo", "a2c", "dqn"), help="new agents: default ppo"
+        "--algo",
+        default=None,
+        choices=("ppo", "a2c", "dqn", "sac", "td3"),
+        help="new agents: default ppo (sac, td3: continuous actions only)",
     )
     p.add_argument(
         "--envs", type=int, default=None, help="dream envs (default: the agent's, new: 16)"

@@ -203,8 +203,10 @@ def test_make_agent_picks_the_policy(ckpt: dreamenv.Checkpoint) -> None:
     pixels = make_agent("a2c", _venv(ckpt, 2, obs_type="pixels"), n_steps=4)
     assert not isinstance(pixels.policy.features_extractor, LatentExtractor)
     with pytest.raises(
-        ConfigError, match=r"algo must be one of \['a2c', 'dqn', 'ppo'\], got 'sac'"
+        ConfigError, match=r"algo must be one of \['a2c', 'dqn', 'ppo', 'sac', 'td3'\], got 'ddpg'"
     ):
+        make_agent("ddpg", _venv(ckpt, 2))
+    with pytest.raises(ConfigError, match=r"SAC takes Box actions, and this env's are Discrete"):
         make_agent("sac", _venv(ckpt, 2))
 
 
