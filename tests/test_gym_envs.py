@@ -53,7 +53,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory):
             store = root / case / "data"
             dreamenv.collect(store, spec, 160, num_envs=2, chunk_steps=64, progress=False)
             made[case] = dreamenv.fit(
-                store, root / case / "model", family=family, preset="tiny", config=FIT,
+                store,
+                root / case / "model",
+                family=family,
+                preset="tiny",
+                config=FIT,
                 progress=False,
             )
         return made[case]
@@ -83,6 +87,8 @@ def test_real_rewards_are_the_envs(checkpoints) -> None:
     """Pendulum's rewards are real numbers in [-16.3, 0]: Real-v0 gives them unclipped and
     the dream's reward head predicts real values, not their signs."""
     ckpt = checkpoints("pendulum-state")
+    support = dreamenv.load_checkpoint(ckpt).model.reward_support
+    assert 5 < -min(support) < 16.5 and max(support) == -min(support)  # the data's span
     real = gym.make("dreamenv/Real-v0", checkpoint=str(ckpt))
     real.reset(seed=0)
     rewards = [real.step(real.action_space.sample())[1] for _ in range(20)]

@@ -43,7 +43,7 @@ from torch import nn
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError
-from dreamenv.models.common import RewardCoder, action_features
+from dreamenv.models.common import RewardCoder, action_features, symlog
 from dreamenv.random_streams import BatchRandom
 
 State = tuple[torch.Tensor, ...]
@@ -93,6 +93,10 @@ class WorldModel(nn.Module, ABC):
         :meth:`action_features`."""
         self.reward_coder = RewardCoder(getattr(spec, "reward_kind", "ternary"))
         """How rewards become the reward head's targets (its support: :attr:`reward_support`)."""
+        if self.reward_coder.kind == "real":
+            # the span of the real support, fitted to the data (set_reward_scale), saved
+            self.register_buffer("reward_limit", torch.tensor(self.reward_coder.limit))
+            self.register_load_state_dict_post_hook(_sync_reward_limit)
 
     # --- the contract -------------------------------------------------------------------
     @abstractmethod
@@ -207,6 +211,17 @@ class WorldModel(nn.Module, ABC):
         symlog-spaced grid for real rewards (see :class:`~dreamenv.models.common.RewardCoder`)."""
         return self.reward_coder.support
 
+    def set_reward_scale(self, max_abs_reward: float) -> None:
+        """Span a real reward head's support over the rewards of the data: the largest
+        magnitude ``max_abs_reward`` is its last bin (a head over a far wider span leaks
+        probability onto huge rewards, which the dream's expected reward then adds up).
+        The trainer calls it once, before training; no effect on a ternary head."""
+        if self.reward_coder.kind != "real":
+            return
+        limit = max(float(symlog(torch.tensor(float(max_abs_reward)))), 0.1)
+        self.reward_coder.set_limit(limit)
+        self.reward_limit.fill_(limit)
+
     def action_features(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions as the float vectors the networks take, ``(..., num_actions)``: one-hots
         of discrete actions (int64 ``(...)``), continuous actions (``(..., n)``) rescaled
@@ -244,6 +259,13 @@ class WorldModel(nn.Module, ABC):
                 f"obs_type={obs_type!r} is not supported by the {self.family!r} family; "
                 f"choose one of {list(self.obs_types)}."
             )
+
+
+def _sync_reward_limit(module: nn.Module, incompatible: Any) -> None:
+    """After loading weights, span the reward coder as the saved ``reward_limit`` says."""
+    limit = getattr(module, "reward_limit", None)
+    if limit is not None and float(limit) != module.reward_coder.limit:  # type: ignore[union-attr]
+        module.reward_coder.set_limit(float(limit))  # type: ignore[union-attr, operator]
 
 
 FAMILIES: dict[str, type[WorldModel]] = {}

@@ -121,21 +121,25 @@ class RewardCoder:
         True
     """
 
-    def __init__(self, kind: str = "ternary") -> None:
+    def __init__(self, kind: str = "ternary", limit: float = REAL_REWARD_LIMIT) -> None:
         if kind not in ("ternary", "real"):
             from dreamenv.errors import ConfigError
 
             raise ConfigError(f"reward kind must be 'ternary' or 'real', got {kind!r}.")
         self.kind = kind
-        if kind == "ternary":
+        self.set_limit(limit)
+
+    def set_limit(self, limit: float) -> None:
+        """Span the real support over ``[-symexp(limit), +symexp(limit)]`` (symlog units;
+        no effect on a ternary coder)."""
+        if self.kind == "ternary":
             self.support: tuple[float, ...] = (-1.0, 0.0, 1.0)
         else:
-            grid = torch.linspace(
-                -REAL_REWARD_LIMIT, REAL_REWARD_LIMIT, REAL_REWARD_BINS, dtype=torch.float64
-            )
+            grid = torch.linspace(-limit, limit, REAL_REWARD_BINS, dtype=torch.float64)
             values = symexp(grid)
             values[REAL_REWARD_BINS // 2] = 0.0  # exactly zero, not a rounding error away
             self.support = tuple(float(v) for v in values)
+        self.limit = float(limit)
         self._values = torch.tensor(self.support, dtype=torch.float32)
 
     @property

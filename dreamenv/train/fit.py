@@ -386,6 +386,8 @@ def fit(
         model = build_model(family, preset, data.spec, data.spec.action_spec, model_overrides).to(
             device
         )
+        rewards = [np.abs(e.rewards).max() for e in train_eps if len(e)]
+        model.set_reward_scale(max(rewards, default=1.0) or 1.0)
     window = model.window_steps(config.seq_len)
     sampler = SequenceSampler(
         train_eps,
