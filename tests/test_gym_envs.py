@@ -38,6 +38,11 @@ CASES = {
     ),
     "minigrid-rgb": ("MiniGrid-Empty-5x5-v0", {"screen_size": 32}, "discrete"),
     "carracing-grey": ("CarRacing-v3", {"screen_size": 48, "grayscale": True}, "mdnrnn"),
+    "dmc-cartpole-pixels": (
+        "dm_control/cartpole-swingup-v0",
+        {"observation": "render", "screen_size": 64, "action_repeat": 4},
+        "rssm",
+    ),
 }
 
 
