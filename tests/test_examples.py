@@ -49,6 +49,34 @@ def test_quickstart_builds_a_checkpoint_and_plays(tmp_path) -> None:
     assert (tmp_path / "model" / "weights.safetensors").is_file()
 
 
+def test_gym_env_dream(tmp_path) -> None:
+    out = run(
+        "examples/gym_env_dream.py",
+        "--env",
+        "Pendulum-v1",
+        "--out",
+        str(tmp_path / "run"),
+        "--collect-steps",
+        "200",
+        "--preset",
+        "tiny",
+        "--fit-epochs",
+        "1",
+        "--fit-updates",
+        "2",
+        "--algo",
+        "sac",
+        "--dream-steps",
+        "40",
+        "--episodes",
+        "2",
+        "--max-steps",
+        "10",
+        cwd=tmp_path,
+    )
+    assert "Box(-2.0, 2.0, (1,), float32)" in out and "Welch t = " in out
+
+
 def test_swap_real_dream(checkpoint_dir, tmp_path) -> None:
     out = run(
         "examples/swap_real_dream.py",
