@@ -124,3 +124,24 @@ def test_unsupported_envs_fail_at_collect(tmp_path, capsys) -> None:
     assert code == 2
     assert "Blackjack-v1 has observations Tuple(" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_jumpy_model_takes_chunks_of_box_actions(tmp_path) -> None:
+    spec = make_spec("Pendulum-v1", observation="render", screen_size=64, grayscale=True)
+    dreamenv.collect(tmp_path / "data", spec, 120, num_envs=2, progress=False)
+    ckpt = dreamenv.fit(
+        tmp_path / "data",
+        tmp_path / "model",
+        family="sssm",
+        preset="tiny",
+        model_overrides={"jump": 2},
+        config=FIT,
+        progress=False,
+    )
+    for env_id in ("dreamenv/Dream-v0", "dreamenv/Real-v0"):
+        env = gym.make(env_id, checkpoint=str(ckpt))
+        assert env.action_space == gym.spaces.Box(-2.0, 2.0, (2, 1), np.float32)
+        env.reset(seed=0)
+        _, reward, *_ = env.step(np.array([[1.0], [-1.0]], np.float32))
+        assert np.isfinite(reward)
+        env.close()

@@ -323,8 +323,10 @@ class RealVectorEnv(AutoresetVectorEnv):
         lives = None
         for k in range(self.jump):
             live = ~(done | pending)
-            action = np.where(live, chunks[:, k], 0)
-            obs, r, te, tr, info = self.ale.step(action.astype(np.int64))
+            chunk = chunks[:, k]  # (N,) discrete or (N, n) continuous actions
+            mask = live if chunk.ndim == 1 else live[:, None]
+            action = np.where(mask, chunk, 0).astype(chunk.dtype)  # ended games: no-ops
+            obs, r, te, tr, info = self.ale.step(action)
             lives = info["lives"]
             frames = obs[:, 0]
             reward[live] += r[live]
