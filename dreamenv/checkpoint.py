@@ -40,8 +40,8 @@ import torch
 
 from dreamenv.atomic_files import read_file_set, set_file, write_file_set
 from dreamenv.data.sequences import StartBank
-from dreamenv.envs.atari import AtariSpec, normalize_game
-from dreamenv.envs.spec import ActionSpec, spec_from_dict
+from dreamenv.envs.atari import normalize_game
+from dreamenv.envs.spec import ActionSpec, EnvSpec, GymSpec, spec_from_dict
 from dreamenv.errors import CheckpointError, ConfigError
 from dreamenv.models.base import WorldModel, get_family
 
@@ -82,7 +82,7 @@ class Checkpoint:
     """The parsed config.json."""
 
     @property
-    def spec(self) -> AtariSpec:
+    def spec(self) -> EnvSpec:
         return self.model.spec
 
     @property
@@ -143,7 +143,9 @@ def save_checkpoint(
         "family": model.family,
         "model_config": dataclasses.asdict(model.config),
         "spec": model.spec.to_dict(),
-        "env_id": model.spec.env_id if model.spec.kind == "gym" else f"ALE/{model.spec.game}",
+        "env_id": model.spec.env_id
+        if isinstance(model.spec, GymSpec)
+        else f"ALE/{model.spec.game}",
         "num_actions": model.num_actions,
         "actions": model.actions.to_dict(),
         "action_meanings": list(action_meanings),

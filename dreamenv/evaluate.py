@@ -36,6 +36,7 @@ class Predictor(Protocol):
 PolicyLike = Callable[[np.ndarray], np.ndarray] | Predictor
 """What :func:`evaluate` plays: a function from observations to actions, or a predictor."""
 
+
 def infer_obs_type(space: gym.Space, checkpoint: Checkpoint) -> str:
     """The ``obs_type`` of ``checkpoint`` whose observation space is ``space``."""
     for obs_type in checkpoint.model.obs_types:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
-from dreamenv.envs.atari import make_ale_vector
+from dreamenv.envs.sources import make_source_vector
 from dreamenv.inspection import open_loop
 
 PANEL = 192
@@ -31,7 +31,7 @@ def play_real(
     from dreamenv.envs.real import observations_for
 
     spec = checkpoint.spec
-    env = make_ale_vector(spec, 1, autoreset_mode="NextStep")
+    env = make_source_vector(spec, 1, autoreset_mode="NextStep")
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     observations = observations_for(policy, 1, spec)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from dreamenv.atomic_files import write_atomic, write_json
-from dreamenv.envs.atari import AtariSpec, action_meanings
-from dreamenv.envs.spec import spec_from_dict
+from dreamenv.envs.atari import action_meanings
+from dreamenv.envs.spec import EnvSpec, GymSpec, spec_from_dict
 from dreamenv.errors import DatasetError
 
 STORE_FORMAT = "dreamenv-episodes"
@@ -67,7 +67,7 @@ class Episode:
 class EpisodeStore:
     """A directory of episode chunks; see the module docstring."""
 
-    def __init__(self, path: Path, spec: AtariSpec, meanings: tuple[str, ...]) -> None:
+    def __init__(self, path: Path, spec: EnvSpec, meanings: tuple[str, ...]) -> None:
         self.path = Path(path)
         self.spec = spec
         self.action_meanings = meanings
@@ -102,7 +102,7 @@ class EpisodeStore:
         return cls(path, spec, tuple(meta["action_meanings"]))
 
     @classmethod
-    def open_or_create(cls, path: str | Path, spec: AtariSpec) -> EpisodeStore:
+    def open_or_create(cls, path: str | Path, spec: EnvSpec) -> EpisodeStore:
         """Open the store at ``path``, checking it holds ``spec``'s data, or create it."""
         path = Path(path)
         if (path / "store.json").exists():
@@ -117,7 +117,7 @@ class EpisodeStore:
             raise DatasetError(
                 f"{str(path)!r} exists, is not empty and is not an episode store; choose another directory."
             )
-        meanings = spec.action_meanings if spec.kind == "gym" else action_meanings(spec.game)
+        meanings = spec.action_meanings if isinstance(spec, GymSpec) else action_meanings(spec.game)
         meta = {
             "format": STORE_FORMAT,
             "version": STORE_VERSION,

@@ -108,8 +108,8 @@ class DreamOptions:
     def resolved(self, context: int, obs_types: tuple[str, ...]) -> DreamOptions:
         """These options checked against a checkpoint (its start context and observation
         types), with ``obs_type=None`` replaced by the family's default."""
-        options = self if self.obs_type is not None else dataclasses.replace(
-            self, obs_type=obs_types[0]
+        options = (
+            self if self.obs_type is not None else dataclasses.replace(self, obs_type=obs_types[0])
         )
         if options.obs_type not in obs_types:
             close = difflib.get_close_matches(str(options.obs_type), obs_types, n=1)

@@ -1,8 +1,9 @@
 """The real game emitting a checkpoint's latent observations: ``Real-v0`` and its vector env.
 
-The real env runs the checkpoint's own :class:`~dreamenv.envs.atari.AtariSpec` through
-ale-py's native vector env, stacks frames exactly as training did, and encodes them with
-the checkpoint's encoder. Its observation and action spaces are those of the dream env
+The real env runs the checkpoint's own env spec through its real vector env (ale-py's
+native one for an Atari game, gymnasium's for any other env:
+:func:`~dreamenv.envs.sources.make_source_vector`), stacks frames exactly as training
+did, and encodes them with the checkpoint's encoder. Its observation and action spaces are those of the dream env
 of the same checkpoint and ``obs_type``, so an agent trained in the dream plays here
 unchanged. Rewards are the game's real, unclipped rewards; episodes are whole games.
 With ``obs_type="pixels"`` the observations are the real stacked frames.
@@ -25,7 +26,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from dreamenv.checkpoint import Checkpoint
-from dreamenv.envs.atari import AtariSpec, FrameStacker, merge_stack
+from dreamenv.envs.atari import FrameStacker, merge_stack
 from dreamenv.envs.autoreset import (
     AutoresetVectorEnv,
     StepResult,
@@ -38,6 +39,7 @@ from dreamenv.envs.core import (
     validate_actions,
 )
 from dreamenv.envs.sources import frames_to_rgb, make_source_vector
+from dreamenv.envs.spec import EnvSpec
 
 
 class LatentFilter:
@@ -127,7 +129,7 @@ class RealObservations:
     def __init__(
         self,
         num_envs: int,
-        spec: AtariSpec,
+        spec: EnvSpec,
         checkpoint: Checkpoint | None = None,
         obs_type: str | None = None,
         device: str = "cpu",
@@ -167,7 +169,7 @@ class RealObservations:
         return self.filter.observe(self.stacker.buffer, index)
 
 
-def observations_for(policy: Any, num_envs: int, spec: AtariSpec) -> RealObservations:
+def observations_for(policy: Any, num_envs: int, spec: EnvSpec) -> RealObservations:
     """The observation path a collection policy acts on: its own (``policy.observations``,
     as :class:`~dreamenv.sb3.agent_policy.AgentPolicy` has) or the stacked frames."""
     make = getattr(policy, "observations", None)

@@ -77,7 +77,7 @@ class FrameSource(gym.Wrapper):
                 )
         else:
             image = _image_of(obs, spec.image_key, spec.env_id)
-        return preprocess_image(image, spec.screen_size, spec.grayscale)
+        return preprocess_image(np.asarray(image), spec.screen_size, spec.grayscale)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)

@@ -23,12 +23,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args
 
 import gymnasium as gym
 import numpy as np
 
 from dreamenv.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dreamenv.envs.atari import AtariSpec
 
 ObservationSource = Literal["image", "render", "state"]
 """Where frames come from: the env's image observation, its ``render()``, or its state vector."""
@@ -270,7 +273,11 @@ class GymSpec:
         return cls(**data)
 
 
-def spec_from_dict(data: dict[str, Any]) -> Any:
+EnvSpec = Union["AtariSpec", "GymSpec"]
+"""Any env spec: an ALE game's or another gymnasium env's."""
+
+
+def spec_from_dict(data: dict[str, Any]) -> EnvSpec:
     """The spec stored as ``data`` (a :class:`GymSpec` when ``data["kind"] == "gym"``, else
     an :class:`~dreamenv.envs.atari.AtariSpec`, as stores and checkpoints of earlier
     versions hold)."""
@@ -389,11 +396,11 @@ def make_spec(
             "actions in any env."
         )
     names = {f.name for f in dataclasses.fields(GymSpec)} - {"env_id", "env_kwargs", "observation"}
-    for key in options:
-        if key not in names:
-            close = difflib.get_close_matches(key, sorted(names), n=1)
+    for option in options:
+        if option not in names:
+            close = difflib.get_close_matches(option, sorted(names), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"Unknown GymSpec option {key!r}{hint} Known: {sorted(names)}.")
+            raise ConfigError(f"Unknown GymSpec option {option!r}{hint} Known: {sorted(names)}.")
     check_env_id(name)
     kwargs = dict(env_kwargs or {})
     env = gym.make(name, **kwargs)
@@ -413,7 +420,7 @@ def make_spec(
                 )
             state_size = int(obs_space.shape[0])
         elif observation == "image":
-            key = options.get("image_key")
+            key: str | None = options.get("image_key")
             if (
                 isinstance(obs_space, gym.spaces.Dict)
                 and key is None

@@ -40,8 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamenv.envs.atari import AtariSpec
-from dreamenv.envs.spec import ActionSpec
+from dreamenv.envs.spec import ActionSpec, EnvSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.common import RewardCoder, action_features, symlog
 from dreamenv.random_streams import BatchRandom
@@ -70,6 +69,8 @@ class WorldModel(nn.Module, ABC):
 
     family: ClassVar[str]
     """Registry name (``"discrete"``)."""
+    reward_limit: torch.Tensor
+    """The real reward support's span in symlog units (a buffer; real rewards only)."""
     config_class: ClassVar[type]
     """Frozen dataclass of the family's hyperparameters."""
     presets: ClassVar[dict[str, Any]]
@@ -80,7 +81,7 @@ class WorldModel(nn.Module, ABC):
     """Whether :meth:`loss` has a representation-only ``"warmup"`` phase (others train
     everything in both phases)."""
 
-    def __init__(self, config: Any, spec: AtariSpec, num_actions: int | ActionSpec) -> None:
+    def __init__(self, config: Any, spec: EnvSpec, num_actions: int | ActionSpec) -> None:
         super().__init__()
         self.config = config
         self.spec = spec
@@ -311,7 +312,7 @@ def resolve_config(family: str, preset: str | Any, overrides: dict[str, Any] | N
 def build_model(
     family: str,
     preset: str | Any,
-    spec: AtariSpec,
+    spec: EnvSpec,
     num_actions: int | ActionSpec,
     overrides: dict[str, Any] | None = None,
 ) -> WorldModel:

@@ -197,6 +197,11 @@ class EnsembleWorldModel(WorldModel):
 
     family = "ensemble"
     config_class = EnsembleConfig
+    stats_count: torch.Tensor
+    state_mean: torch.Tensor
+    state_m2: torch.Tensor
+    delta_mean: torch.Tensor
+    delta_m2: torch.Tensor
     presets = PRESETS
     obs_types = ("state",)
     has_warmup = False

@@ -239,7 +239,6 @@ class PhaseTimer:
         self._last = now
 
 
-
 def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_json(run_dir / "results.json", rows)
     fields: list[str] = []  # the union in order: a resumed run may have gained columns
