@@ -364,11 +364,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"train {args.game} in {run_dir}: {config.iterations} iterations, "
         f"{config.total_steps} real steps, device {config.resolved_device()}"
     )
+    from dreamenv.envs.spec import is_atari, make_spec
+
+    # another gymnasium env: its default spec (the loop's screen size for image sources)
+    spec = None
+    if not is_atari(args.game):
+        spec = make_spec(args.game)
+        if spec.observation != "state":
+            spec = make_spec(
+                args.game, observation=spec.observation, screen_size=config.screen_size
+            )
     rows = train(
         args.game,
         run_dir,
         config,
         seed=args.seed,
+        spec=spec,
         progress=not args.quiet,
         tensorboard_log=args.tensorboard,
     )

@@ -145,3 +145,22 @@ def test_a_jumpy_model_takes_chunks_of_box_actions(tmp_path) -> None:
         _, reward, *_ = env.step(np.array([[1.0], [-1.0]], np.float32))
         assert np.isfinite(reward)
         env.close()
+
+
+def test_the_loop_runs_on_a_gym_env(tmp_path) -> None:
+    """`dreamenv train ENV` on a state env with Box actions: policy-driven collection with
+    the agent's continuous actions, refits, dream training and real evaluation."""
+    from dreamenv.cli import main
+    from dreamenv.train.loop import read_results
+
+    args = ["--quiet", "train", "Pendulum-v1", "--run-dir", str(tmp_path / "run")]
+    args += ["--family", "ensemble", "--preset", "quick", "--iterations", "2"]
+    args += ["--initial-steps", "200", "--steps-per-iteration", "200", "--wm-epochs", "1", "1"]
+    args += ["--warmup-epochs", "0", "--rollouts", "1", "1", "--eval-episodes", "2"]
+    args += ["--eval-max-steps", "20"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the quick preset's precision is not the ensemble's
+        assert main(args) == 0
+    rows = read_results(tmp_path / "run")
+    assert [r["real_steps"] for r in rows] == [200, 400]
+    assert all(np.isfinite(r["mean_return"]) and r["mean_return"] < 0 for r in rows)
