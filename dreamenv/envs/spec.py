@@ -333,7 +333,10 @@ def check_env_id(env_id: str) -> None:
     _import_env_packages(env_id)
     if env_id in gym.registry:
         return
-    close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    from dreamenv.envs.atari import _rom_ids
+
+    roms = difflib.get_close_matches(env_id.lower(), list(_rom_ids()), n=2)
+    close = roms + difflib.get_close_matches(env_id, list(gym.registry), n=3 - len(roms))
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ConfigError(
         f"{env_id!r} is neither an Atari ROM nor a registered gymnasium env.{hint} "
