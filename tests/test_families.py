@@ -23,7 +23,7 @@ from dreamenv.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from dreamenv.models import FAMILIES
 from dreamenv.sb3 import evaluate, make_agent, wrap
 
-FAMILY_NAMES = sorted(f for f in FAMILIES if "state" not in FAMILIES[f].obs_types)
+FAMILY_NAMES = sorted(f for f in FAMILIES if FAMILIES[f].frame_kind == "image")
 """The image families (these tests fit them on the session's Pong store; the state-vector
 family is tested on state stores in test_ensemble.py and test_gym_envs.py)."""
 N = 3
@@ -281,9 +281,7 @@ def test_bfloat16_updates_and_dream_steps_stay_close_to_float32(
             out = model.loss(batch, "joint", 1)
         out["loss"].backward()
         assert out["loss"].dtype == torch.float32
-        assert all(
-            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()
-        )
+        assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
         losses[precision] = float(out["loss"].detach())
         model.zero_grad()
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.1)

@@ -77,6 +77,9 @@ class WorldModel(nn.Module, ABC):
     """Named configs (``"paper"``, ``"small"``)."""
     obs_types: ClassVar[tuple[str, ...]] = OBS_TYPES
     """Observation types this family can emit; the first is the default of the envs."""
+    frame_kind: ClassVar[str] = "image"
+    """What the family models: ``"image"`` frames or ``"state"`` vectors (``GymSpec``'s
+    ``observation="state"``)."""
     has_warmup: ClassVar[bool] = True
     """Whether :meth:`loss` has a representation-only ``"warmup"`` phase (others train
     everything in both phases)."""

@@ -204,6 +204,7 @@ class EnsembleWorldModel(WorldModel):
     delta_m2: torch.Tensor
     presets = PRESETS
     obs_types = ("state",)
+    frame_kind = "state"
     has_warmup = False
 
     def __init__(self, config: EnsembleConfig, spec: Any, num_actions: Any) -> None:
