@@ -93,6 +93,7 @@ class WorldModel(nn.Module, ABC):
         )
         """The real env's actions: ``Discrete(n)`` or a ``Box`` of ``n`` floats."""
         self.num_actions = self.actions.n
+        self._action_bounds: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         """Number of discrete actions, or of continuous action dimensions: the width of
         :meth:`action_features`."""
         self.reward_coder = RewardCoder(getattr(spec, "reward_kind", "ternary"))
@@ -231,7 +232,15 @@ class WorldModel(nn.Module, ABC):
         of discrete actions (int64 ``(...)``), continuous actions (``(..., n)``) rescaled
         from their bounds to [-1, 1]. A jumpy model's chunks ``(B, c[, n])`` give
         ``(B, c * num_actions)`` (training windows ``(B, L, c[, n])``: ``(B, L, c * n)``)."""
-        features = action_features(actions, self.actions)
+        bounds = None
+        if self.actions.kind == "continuous":  # made once per device, not per step
+            bounds = self._action_bounds.get(actions.device)
+            if bounds is None:
+                bounds = self._action_bounds[actions.device] = (
+                    torch.tensor(self.actions.low, device=actions.device),
+                    torch.tensor(self.actions.high, device=actions.device),
+                )
+        features = action_features(actions, self.actions, bounds)
         return features.flatten(-2) if self.jump > 1 else features
 
     def upgrade_weights(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -219,14 +219,20 @@ class BitsOrCoder:
         return self.coder.accuracy(self.scores(logits), rewards)
 
 
-def action_features(actions: torch.Tensor, spec: Any) -> torch.Tensor:
+def action_features(
+    actions: torch.Tensor, spec: Any, bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
     """Actions as float network inputs (see :meth:`WorldModel.action_features`): one-hots of
     discrete actions, continuous ones rescaled from ``spec``'s bounds to [-1, 1]. Chunks of
     a jumpy model ``(B, c)`` / ``(B, c, n)`` flatten to ``(B, c * n)``."""
     if spec.kind == "discrete":
         return F.one_hot(actions.long(), spec.n).float()
-    low = torch.tensor(spec.low, device=actions.device)
-    high = torch.tensor(spec.high, device=actions.device)
+    if bounds is None:
+        bounds = (
+            torch.tensor(spec.low, device=actions.device),
+            torch.tensor(spec.high, device=actions.device),
+        )
+    low, high = bounds
     return ((actions.float() - low) * (2.0 / (high - low)) - 1.0).clamp(-1.0, 1.0)
 
 
@@ -261,6 +267,11 @@ def image_frames(spec: Any, family: str) -> tuple[int, int, int]:
         )
     stack_channels, size, _ = shape
     return int(getattr(spec, "channels", 1)), stack_channels, size
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` where ``mask`` is 1 (0 when nothing is masked in)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def sample_categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

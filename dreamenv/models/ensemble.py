@@ -66,7 +66,7 @@ from torch import nn
 
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
-from dreamenv.models.common import normal_from_uniform
+from dreamenv.models.common import masked_mean, normal_from_uniform
 from dreamenv.random_streams import BatchRandom
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -185,10 +185,6 @@ class EnsembleMLP(nn.Module):
         """Sum of squares of the weight matrices (biases excluded), over all members."""
         layers = [*self.hidden, self.out]
         return torch.stack([layer.weight.float().square().sum() for layer in layers]).sum()
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 @register_family
@@ -439,10 +435,10 @@ class EnsembleWorldModel(WorldModel):
         weights = mask.expand_as(nll)
         if self.config.bootstrap:
             weights = weights * torch.poisson(torch.ones_like(weights))
-        state_nll = _masked_mean(nll, weights)
-        dynamics_loss = _masked_mean(weighted, weights)
-        reward_loss = _masked_mean(reward_ce, weights)
-        termination_loss = _masked_mean(term_bce, weights)
+        state_nll = masked_mean(nll, weights)
+        dynamics_loss = masked_mean(weighted, weights)
+        reward_loss = masked_mean(reward_ce, weights)
+        termination_loss = masked_mean(term_bce, weights)
         bound = c.logvar_bound_weight * (self.max_logvar.sum() - self.min_logvar.sum())
         l2 = c.weight_decay * 0.5 * (self.dynamics.l2() + self.outcome.l2()) / c.members
         total = (
@@ -453,7 +449,7 @@ class EnsembleWorldModel(WorldModel):
             + l2
         )
         with torch.no_grad():
-            mse = _masked_mean((mean - target).square().mean(-1), weights)
+            mse = masked_mean((mean - target).square().mean(-1), weights)
         return {
             "loss": total,
             "dynamics_loss": dynamics_loss.detach(),
@@ -506,16 +502,16 @@ class EnsembleWorldModel(WorldModel):
         )
         reward_err = (self.reward_coder.mean(logits) - t["rewards"]).abs()
         return {
-            "state_mse": float(_masked_mean(state_err, mask)),
-            "nochange_mse": float(_masked_mean(still_err, mask)),
-            "delta_mse": float(_masked_mean((mean - target).square().mean(-1).mean(0), mask)),
-            "state_nll": float(_masked_mean(nll.mean(-1).mean(0), mask)),
+            "state_mse": float(masked_mean(state_err, mask)),
+            "nochange_mse": float(masked_mean(still_err, mask)),
+            "delta_mse": float(masked_mean((mean - target).square().mean(-1).mean(0), mask)),
+            "state_nll": float(masked_mean(nll.mean(-1).mean(0), mask)),
             "open_loop_mse": self._open_loop_mse(batch),
             "reward_acc": float(
-                _masked_mean(self.reward_coder.accuracy(logits, t["rewards"]), mask)
+                masked_mean(self.reward_coder.accuracy(logits, t["rewards"]), mask)
             ),
-            "reward_mae": float(_masked_mean(reward_err, mask)),
-            "termination_acc": float(_masked_mean((ends == real_ends).float(), mask)),
+            "reward_mae": float(masked_mean(reward_err, mask)),
+            "termination_acc": float(masked_mean((ends == real_ends).float(), mask)),
             "termination_recall": recall,
         }
 

@@ -57,6 +57,7 @@ from dreamenv.models.common import (
     NLL_CONTEXT,
     feature_input,
     image_frames,
+    masked_mean,
     normal_from_uniform,
     pixel_kl,
     pixel_mean,
@@ -258,10 +259,6 @@ def gaussian_kl_to_standard(mean: torch.Tensor, log_var: torch.Tensor) -> torch.
     return 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(-1)
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 @register_family
 class MDNRNNWorldModel(WorldModel):
     """VAE + MDN-RNN world model; latents are ``[z_t, h_t]`` float ``(B, z_dim + lstm_hidden)``."""
@@ -397,14 +394,14 @@ class MDNRNNWorldModel(WorldModel):
         term = batch["terminated"].float()
         term_bce = F.binary_cross_entropy_with_logits(term_logits, term, reduction="none")
         return {
-            "latent_loss": _masked_mean(latent_nll, mask),
-            "reward_loss": _masked_mean(reward_ce, mask),
-            "termination_loss": _masked_mean(term_bce, mask),
-            "latent_mse": _masked_mean((mixture.mean() - target).square().mean(-1), mask),
-            "reward_acc": _masked_mean(
+            "latent_loss": masked_mean(latent_nll, mask),
+            "reward_loss": masked_mean(reward_ce, mask),
+            "termination_loss": masked_mean(term_bce, mask),
+            "latent_mse": masked_mean((mixture.mean() - target).square().mean(-1), mask),
+            "reward_acc": masked_mean(
                 self.reward_coder.accuracy(reward_logits, batch["rewards"]), mask
             ),
-            "termination_acc": _masked_mean(((term_logits > 0).float() == term).float(), mask),
+            "termination_acc": masked_mean(((term_logits > 0).float() == term).float(), mask),
         }
 
     def _recon_index(self, n: int, device: torch.device) -> torch.Tensor | None:
@@ -506,4 +503,4 @@ class MDNRNNWorldModel(WorldModel):
         recon = pixel_kl(self.decoder(z.flatten(0, 1)), target.flatten(0, 1)).view(log_q.shape)
         nll = recon + (log_q - log_p) / self.pixels
         mask = batch["mask"][:, NLL_CONTEXT - 1 :].float()
-        return float(_masked_mean(nll, mask))
+        return float(masked_mean(nll, mask))
