@@ -111,3 +111,46 @@ def family_checkpoint(
         return made[family]
 
     return get
+
+
+GYM_FIT = FitConfig(
+    epochs=1,
+    warmup_epochs=0,
+    batch_size=4,
+    seq_len=4,
+    updates_per_epoch=2,
+    start_bank_size=8,
+    start_context=4,
+)
+"""The smallest fit of a gymnasium env's store (no warm-up phase)."""
+
+
+@pytest.fixture(scope="session")
+def gym_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``(env_id, family, model_overrides=None, **spec_options) -> checkpoint``: 160 random real steps of that env
+    fitted with the family's tiny preset (once per session and arguments; read only)."""
+    from dreamenv.envs.spec import make_spec
+
+    root = tmp_path_factory.mktemp("gym")
+    made: dict[str, Path] = {}
+
+    def get(
+        env_id: str, family: str, model_overrides: dict | None = None, **spec_options: object
+    ) -> Path:
+        key = repr((env_id, family, model_overrides, sorted(spec_options.items())))
+        if key not in made:
+            out = root / str(len(made))
+            spec = make_spec(env_id, **spec_options)  # type: ignore[arg-type]
+            dreamenv.collect(out / "data", spec, 160, num_envs=2, chunk_steps=64, progress=False)
+            made[key] = dreamenv.fit(
+                out / "data",
+                out / "model",
+                family=family,
+                preset="tiny",
+                model_overrides=model_overrides,
+                config=GYM_FIT,
+                progress=False,
+            )
+        return made[key]
+
+    return get

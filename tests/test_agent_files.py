@@ -174,7 +174,9 @@ def test_sb3_zip_interop_is_explicit(ppo: PPO, obs: np.ndarray, tmp_path: Path) 
     with pytest.warns(UserWarning, match=r"unpickles it, which can execute code"):
         loaded = load_agent(path, allow_pickle=True)
     _same_agent(ppo, loaded, obs)
-    with pytest.raises(ConfigError, match=r"ends in \.zip.*save to '.*other', or pass format='sb3'"):
+    with pytest.raises(
+        ConfigError, match=r"ends in \.zip.*save to '.*other', or pass format='sb3'"
+    ):
         save_agent(ppo, tmp_path / "other.zip")
 
 
@@ -182,7 +184,9 @@ def test_sb3_zip_interop_is_explicit(ppo: PPO, obs: np.ndarray, tmp_path: Path) 
 def test_sb3_zips_of_other_algorithms_load(checkpoint_dir: Path, tmp_path: Path, cls) -> None:
     from dreamenv.sb3 import wrap
 
-    agent = cls("MlpPolicy", wrap(DreamVectorEnv(checkpoint_dir, 2)), policy_kwargs={"net_arch": [8]})
+    agent = cls(
+        "MlpPolicy", wrap(DreamVectorEnv(checkpoint_dir, 2)), policy_kwargs={"net_arch": [8]}
+    )
     agent.save(tmp_path / "agent.zip")
     with pytest.warns(UserWarning):
         assert type(load_agent(tmp_path / "agent.zip", allow_pickle=True)) is cls
@@ -220,7 +224,9 @@ def test_agent_file_errors(ppo: PPO, tmp_path: Path) -> None:
         load_agent(tmp_path / "notes.txt")
     with pytest.raises(CheckpointError, match=r"is a file; an agent is saved as a directory"):
         save_agent(ppo, tmp_path / "notes.txt")
-    with pytest.raises(CheckpointError, match=r"is a directory of other files \(\['empty', 'notes.txt'\]\)"):
+    with pytest.raises(
+        CheckpointError, match=r"is a directory of other files \(\['empty', 'notes.txt'\]\)"
+    ):
         save_agent(ppo, tmp_path)
     path = save_agent(ppo, tmp_path / "agent")
     manifest = json.loads((path / "agent.json").read_text())

@@ -140,7 +140,9 @@ def test_adapter_get_attr_and_env_method_honour_indices(checkpoint_dir: Path) ->
     assert len(frames) == 1 and frames[0].shape[-1] == 3
     np.testing.assert_array_equal(frames[0], env.env.render()[1])
     env.set_attr("render_mode", "rgb_array")
-    with pytest.raises(ConfigError, match=r"set_attr\('render_mode'\) with indices=\[1\].*indices=None"):
+    with pytest.raises(
+        ConfigError, match=r"set_attr\('render_mode'\) with indices=\[1\].*indices=None"
+    ):
         env.set_attr("render_mode", None, indices=[1])
 
 

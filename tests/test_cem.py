@@ -11,49 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-import dreamenv
 from dreamenv.agents import CEMConfig, CEMPlanner
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.envs.real import RealVectorEnv
-from dreamenv.envs.spec import make_spec
 from dreamenv.errors import ConfigError
 from dreamenv.evaluate import evaluate, play
 from dreamenv.models.base import Prediction
-from dreamenv.train.fit import FitConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-FIT = FitConfig(
-    epochs=1,
-    warmup_epochs=0,
-    batch_size=4,
-    seq_len=4,
-    updates_per_epoch=2,
-    start_bank_size=8,
-    start_context=4,
-)
 SMALL = {"horizon": 4, "candidates": 16, "iterations": 2, "elites": 4}
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("cem")
-    made: dict[str, Path] = {}
-
-    def get(env_id: str) -> Path:
-        if env_id not in made:
-            store = root / env_id / "data"
-            dreamenv.collect(store, make_spec(env_id), 160, num_envs=2, progress=False)
-            made[env_id] = dreamenv.fit(
-                store,
-                root / env_id / "model",
-                family="ensemble",
-                preset="tiny",
-                config=FIT,
-                progress=False,
-            )
-        return made[env_id]
-
-    return get
+def checkpoints(gym_checkpoint):
+    return lambda env_id: gym_checkpoint(env_id, "ensemble")
 
 
 def test_predict_on_box_actions(checkpoints) -> None:

@@ -181,9 +181,7 @@ def test_dream_continues_the_agent_at_out(checkpoint_dir: Path, tmp_path: Path, 
     )
 
 
-def test_an_sb3_zip_agent_needs_allow_pickle(
-    checkpoint_dir: Path, tmp_path: Path, capsys
-) -> None:
+def test_an_sb3_zip_agent_needs_allow_pickle(checkpoint_dir: Path, tmp_path: Path, capsys) -> None:
     from dreamenv.sb3 import load_agent, save_agent
 
     _dream(checkpoint_dir, tmp_path / "new", "--envs", "2")

@@ -37,7 +37,9 @@ class Constant:
 
 def test_a_predictor_and_a_function_play_the_same_games(checkpoint_dir: Path) -> None:
     predictor = Constant(2)
-    a = evaluate(predictor, checkpoint_dir, episodes=2, num_envs=2, max_steps=30, deterministic=True)
+    a = evaluate(
+        predictor, checkpoint_dir, episodes=2, num_envs=2, max_steps=30, deterministic=True
+    )
     b = evaluate(
         lambda obs: np.full(len(obs), 2), checkpoint_dir, episodes=2, num_envs=2, max_steps=30
     )

@@ -15,17 +15,6 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import dreamenv
 from dreamenv.envs.spec import make_spec
 from dreamenv.errors import InvalidActionError
-from dreamenv.train.fit import FitConfig
-
-FIT = FitConfig(
-    epochs=2,
-    warmup_epochs=1,
-    batch_size=4,
-    seq_len=4,
-    updates_per_epoch=3,
-    start_bank_size=8,
-    start_context=4,
-)
 
 CASES = {
     # name: (env id, spec options, family)
@@ -47,25 +36,10 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("gym")
-    made: dict[str, Path] = {}
-
+def checkpoints(gym_checkpoint):
     def get(case: str) -> Path:
-        if case not in made:
-            env_id, options, family = CASES[case]
-            spec = make_spec(env_id, **options)
-            store = root / case / "data"
-            dreamenv.collect(store, spec, 160, num_envs=2, chunk_steps=64, progress=False)
-            made[case] = dreamenv.fit(
-                store,
-                root / case / "model",
-                family=family,
-                preset="tiny",
-                config=FIT,
-                progress=False,
-            )
-        return made[case]
+        env_id, options, family = CASES[case]
+        return gym_checkpoint(env_id, family, **options)
 
     return get
 
@@ -126,17 +100,14 @@ def test_unsupported_envs_fail_at_collect(tmp_path, capsys) -> None:
     assert not (tmp_path / "d").exists()
 
 
-def test_a_jumpy_model_takes_chunks_of_box_actions(tmp_path) -> None:
-    spec = make_spec("Pendulum-v1", observation="render", screen_size=64, grayscale=True)
-    dreamenv.collect(tmp_path / "data", spec, 120, num_envs=2, progress=False)
-    ckpt = dreamenv.fit(
-        tmp_path / "data",
-        tmp_path / "model",
-        family="sssm",
-        preset="tiny",
+def test_a_jumpy_model_takes_chunks_of_box_actions(gym_checkpoint) -> None:
+    ckpt = gym_checkpoint(
+        "Pendulum-v1",
+        "sssm",
         model_overrides={"jump": 2},
-        config=FIT,
-        progress=False,
+        observation="render",
+        screen_size=64,
+        grayscale=True,
     )
     for env_id in ("dreamenv/Dream-v0", "dreamenv/Real-v0"):
         env = gym.make(env_id, checkpoint=str(ckpt))

@@ -11,46 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-import dreamenv
 from dreamenv.checkpoint import load_checkpoint
-from dreamenv.envs.spec import make_spec
 from dreamenv.envs.vector import DreamVectorEnv
 from dreamenv.errors import ConfigError
 from dreamenv.imagine import Imagination, ImagineConfig, fan_out
-from dreamenv.train.fit import FitConfig
-
-FIT = FitConfig(
-    epochs=1,
-    warmup_epochs=0,
-    batch_size=4,
-    seq_len=4,
-    updates_per_epoch=2,
-    start_bank_size=8,
-    start_context=4,
-)
 
 SYNCS = ("cpu", "item", "numpy", "tolist", "__bool__", "__float__", "__int__", "__index__")
 """Tensor methods that copy a value to the host (a sync on a GPU)."""
 
 
-def fit_tiny(root: Path, name: str, family: str, **spec_options: object) -> Path:
-    spec = make_spec("Pendulum-v1", **spec_options)  # type: ignore[arg-type]
-    store = root / name / "data"
-    dreamenv.collect(store, spec, 160, num_envs=2, chunk_steps=64, progress=False)
-    return dreamenv.fit(
-        store, root / name / "model", family=family, preset="tiny", config=FIT, progress=False
+@pytest.fixture(scope="module")
+def pendulum(gym_checkpoint) -> Path:
+    return gym_checkpoint("Pendulum-v1", "ensemble")
+
+
+@pytest.fixture(scope="module")
+def pixels(gym_checkpoint) -> Path:
+    return gym_checkpoint(
+        "Pendulum-v1", "rssm", observation="render", screen_size=64, grayscale=True
     )
-
-
-@pytest.fixture(scope="module")
-def pendulum(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fit_tiny(tmp_path_factory.mktemp("imagine"), "state", "ensemble")
-
-
-@pytest.fixture(scope="module")
-def pixels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("imagine-pixels")
-    return fit_tiny(root, "render", "rssm", observation="render", screen_size=64, grayscale=True)
 
 
 @contextlib.contextmanager

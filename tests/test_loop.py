@@ -84,7 +84,11 @@ def test_another_game_or_seed_in_the_same_dir_is_refused(run_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "spec", "message"),
     [
-        (dataclasses.replace(TINY_LOOP, horizon=20), SPEC, r"loop\.horizon: the run has 50, this call 20"),
+        (
+            dataclasses.replace(TINY_LOOP, horizon=20),
+            SPEC,
+            r"loop\.horizon: the run has 50, this call 20",
+        ),
         (
             dataclasses.replace(TINY_LOOP, fit=dataclasses.replace(TINY_LOOP.fit, batch_size=8)),
             SPEC,
@@ -100,7 +104,11 @@ def test_another_game_or_seed_in_the_same_dir_is_refused(run_dir: Path) -> None:
             AtariSpec("pong", max_episode_frames=900),
             r"spec\.max_episode_frames: the run has 600, this call 900",
         ),
-        (dataclasses.replace(TINY_LOOP, iterations=1), SPEC, r"loop\.iterations: .* has 2, this call 1"),
+        (
+            dataclasses.replace(TINY_LOOP, iterations=1),
+            SPEC,
+            r"loop\.iterations: .* has 2, this call 1",
+        ),
     ],
 )
 def test_resuming_with_other_settings_is_refused(
@@ -124,7 +132,14 @@ def test_the_budget_may_grow_on_resume(run_dir: Path) -> None:
 
 def test_the_device_may_change_on_resume(run_dir: Path) -> None:
     saved = json.loads((run_dir / "run.json").read_text())
-    moved = {**saved, "loop": {**saved["loop"], "device": "cuda", "fit": {**saved["loop"]["fit"], "device": "cuda"}}}
+    moved = {
+        **saved,
+        "loop": {
+            **saved["loop"],
+            "device": "cuda",
+            "fit": {**saved["loop"]["fit"], "device": "cuda"},
+        },
+    }
     check_resume(run_dir, saved, moved)  # no error: where it runs is not the experiment
 
 
@@ -142,9 +157,7 @@ def _killed_train(run: Path, kill) -> None:
     """Run :func:`train` of TINY_LOOP in a subprocess, SIGKILLed once ``kill(proc)`` returns."""
     code = _KILLED_TRAIN.format(tests=str(Path(__file__).parent))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(run)], env=env, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], env=env, stderr=subprocess.PIPE)
     try:
         kill(proc)
         proc.send_signal(signal.SIGKILL)
@@ -282,8 +295,23 @@ def test_video_with_an_agent_feeds_it_real_v0_observations(
     policy = Recording(tmp_path / "agent", checkpoint_dir)
     record_video(checkpoint_dir, tmp_path / "v.gif", steps=4, burn_in=2, policy=policy)
     assert seen and all(obs.shape == (1, *agent.observation_space.shape) for obs in seen)
-    assert main(["video", str(checkpoint_dir), "--out", str(tmp_path / "w.gif"), "--steps", "3",
-                 "--burn-in", "2", "--agent", str(tmp_path / "agent")]) == 0
+    assert (
+        main(
+            [
+                "video",
+                str(checkpoint_dir),
+                "--out",
+                str(tmp_path / "w.gif"),
+                "--steps",
+                "3",
+                "--burn-in",
+                "2",
+                "--agent",
+                str(tmp_path / "agent"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_inspect_rows_and_files(checkpoint_dir: Path, store_dir: Path, tmp_path: Path) -> None:
@@ -404,6 +432,7 @@ def test_every_iteration_records_its_phases_and_reality_gap(run_dir: Path) -> No
 
 def test_newest_episodes_are_those_of_the_last_collection(run_dir: Path) -> None:
     from dreamenv.data.store import EpisodeStore
+
     store = EpisodeStore.open(run_dir / "data")
     newest = store.episodes(after_steps=300)
     assert sum(len(e) for e in newest) == 100  # the second iteration's 100 steps
@@ -458,5 +487,7 @@ def test_a_run_saved_before_newer_settings_resumes_at_their_defaults(run_dir: Pa
     meta = {**saved, "loop": TINY_LOOP.to_dict()}
     check_resume(run_dir, saved, meta)  # what the earlier version ran: these defaults
     changed = {**TINY_LOOP.to_dict(), "precision": "bfloat16"}
-    with pytest.raises(ConfigError, match="loop.precision: the run has \\(not set\\), this call 'bfloat16'"):
+    with pytest.raises(
+        ConfigError, match="loop.precision: the run has \\(not set\\), this call 'bfloat16'"
+    ):
         check_resume(run_dir, saved, {**saved, "loop": changed})

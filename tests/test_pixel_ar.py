@@ -358,7 +358,9 @@ def test_observations_lie_in_their_spaces(family: str) -> None:
             obs = model.observation(lat, obs_type).numpy()
             assert obs.dtype == space.dtype
             assert all(space.contains(o) for o in obs), obs_type
-    assert torch.equal(model.decode(pred.next_latent), model.observation(pred.next_latent, "pixels"))
+    assert torch.equal(
+        model.decode(pred.next_latent), model.observation(pred.next_latent, "pixels")
+    )
     with pytest.raises(ConfigError, match="obs_type='indices' is not supported"):
         model.observation_space("indices")
 

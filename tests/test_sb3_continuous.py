@@ -21,7 +21,6 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 
 import dreamenv
 from dreamenv import CheckpointError, ConfigError
-from dreamenv.envs.spec import make_spec
 from dreamenv.sb3 import load_agent, make_agent, save_agent, train_in_dream, wrap
 from dreamenv.sb3.agent_policy import AgentPolicy, sample_actions
 
@@ -289,28 +288,9 @@ def test_temperature_errors(agents, obs) -> None:
 
 # --- SAC in the dream of a state-vector model (family "ensemble") ----------------------------
 @pytest.fixture(scope="module")
-def pendulum(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("pendulum")
-    spec = make_spec("Pendulum-v1")
-    dreamenv.collect(root / "data", spec, 200, num_envs=2, progress=False)
-    config = dreamenv.FitConfig(
-        epochs=1,
-        warmup_epochs=0,
-        batch_size=4,
-        seq_len=4,
-        updates_per_epoch=2,
-        start_bank_size=8,
-        start_context=4,
-    )
-    dreamenv.fit(
-        root / "data",
-        root / "model",
-        family="ensemble",
-        preset="tiny",
-        config=config,
-        progress=False,
-    )
-    return root / "data", root / "model"
+def pendulum(gym_checkpoint) -> tuple[Path, Path]:
+    model = gym_checkpoint("Pendulum-v1", "ensemble")
+    return model.parent / "data", model
 
 
 def test_sac_trains_in_a_box_dream_and_collects(pendulum, tmp_path: Path) -> None:
