@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import gymnasium as gym
@@ -27,7 +27,7 @@ from gymnasium.vector import AutoresetMode
 from dreamenv.envs.spec import GymSpec, _image_of, check_env_id
 from dreamenv.errors import ConfigError
 
-VectorMode = str
+VectorMode = Literal["sync", "async"]
 """``"sync"`` (envs stepped in this process) or ``"async"`` (one process per env)."""
 
 

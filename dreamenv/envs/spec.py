@@ -442,8 +442,6 @@ def make_spec(
                     f"{name}'s image observation is {sample.shape}, too small to be a picture "
                     "(a symbolic grid such as MiniGrid's?); use observation='render'."
                 )
-        else:  # render
-            kwargs.setdefault("render_mode", "rgb_array")
     finally:
         env.close()
     if observation == "render":
