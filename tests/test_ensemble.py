@@ -302,3 +302,19 @@ def test_bootstrap_weights_each_member_differently() -> None:
     a = model.loss(batch, "joint", 0)["state_nll"]
     b = model.loss(batch, "joint", 0)["state_nll"]
     assert torch.isfinite(a) and not torch.equal(a, b)
+
+
+def test_a_dream_of_an_env_that_never_terminates_does_not_end_early(gym_checkpoint) -> None:
+    """Pendulum only truncates: its fitted termination head, started at the data's rate,
+    must not end imagined episodes before the horizon."""
+    from dreamenv import DreamVectorEnv
+
+    envs = DreamVectorEnv(gym_checkpoint("Pendulum-v1", "ensemble"), 16, horizon=40)
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    ends = 0
+    for _ in range(39):
+        _, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
+        ends += int(terminated.sum())
+        assert not truncated.any()
+    assert ends == 0

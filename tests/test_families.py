@@ -293,3 +293,24 @@ def test_bfloat16_updates_and_dream_steps_stay_close_to_float32(
         assert reward.dtype == np.float32 or reward.dtype == np.float64
     state = env.get_state()["model_state"]
     assert all(s.dtype != torch.bfloat16 for s in state)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("rate", [0.02, 0.0])
+def test_termination_head_starts_at_the_rate_it_is_given(
+    family: str, rate: float, family_checkpoint
+) -> None:
+    env = DreamEnv(family_checkpoint(family))
+    env.reset(seed=0)
+    core = env.core
+    core.model.set_termination_rate(rate, steps=500)
+    env.action_space.seed(0)
+    for _ in range(3):
+        actions = core.check_actions(np.stack([env.action_space.sample()]))
+        with torch.no_grad():
+            pred = core.model.step(core.state, core.latent, actions, core.rng)
+        expected = rate or 1 / (10 * 500)
+        torch.testing.assert_close(
+            torch.sigmoid(pred.termination_logits.float()), torch.full((1,), expected)
+        )
+        env.step(actions.numpy()[0])

@@ -64,6 +64,16 @@ class SequenceSampler:
     def num_steps(self) -> int:
         return int(self.lengths.sum())
 
+    @property
+    def termination_rate(self) -> float:
+        """Share of the steps that end the episode (or a life, with ``life_loss``): what a
+        termination head predicts on average."""
+        ends = sum(
+            int((e.terminated | e.life_lost).sum() if self.life_loss else e.terminated.sum())
+            for e in self.episodes
+        )
+        return ends / max(self.num_steps, 1)
+
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """A batch: ``frames`` (B, L+1, stack, S, S), ``actions``, ``rewards``,
         ``terminated``, ``mask`` (B, L)."""

@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
@@ -226,6 +227,20 @@ class WorldModel(nn.Module, ABC):
         limit = max(float(symlog(torch.tensor(float(max_abs_reward)))), 0.1)
         self.reward_coder.set_limit(limit)
         self.reward_limit.fill_(limit)
+
+    def set_termination_rate(self, rate: float, steps: int) -> None:
+        """Start the termination head at the data's per-step termination rate: its logit's
+        bias is ``logit(rate)`` and its weights zero, so an untrained head neither ends
+        dream episodes at random nor needs epochs to drift down from p = 0.5 (a head that
+        says p = 0.03 on data that never ends cuts a dream of 100 steps to about 30).
+        ``steps`` is the data's size: data without a termination gets the rate
+        ``1 / (10 * steps)``. The trainer calls it once, before training."""
+        rate = min(max(float(rate), 1.0 / (10.0 * max(int(steps), 1))), 0.5)
+        self._init_termination_head(math.log(rate / (1.0 - rate)))
+
+    def _init_termination_head(self, logit: float) -> None:
+        """Zero the weights of the layer that outputs the termination logit and set its bias
+        so the logit is ``logit`` (families with a termination head override it)."""
 
     def action_features(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions as the float vectors the networks take, ``(..., num_actions)``: one-hots

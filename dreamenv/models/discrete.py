@@ -537,6 +537,12 @@ class DiscreteWorldModel(WorldModel):
             torch.stack(term_logits, 1),
         )
 
+    def _init_termination_head(self, logit: float) -> None:
+        last = self.dynamics.termination_head.net[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(logit)
+
     def _sequence_terms(
         self, batch: dict[str, torch.Tensor], indices: torch.Tensor
     ) -> dict[str, torch.Tensor]:

@@ -270,6 +270,12 @@ class EnsembleWorldModel(WorldModel):
         norm = ((frames.float() - mean) / std).flatten(-2)
         return torch.cat([norm, features.to(norm.dtype)], -1)
 
+    def _init_termination_head(self, logit: float) -> None:
+        last = self.outcome.out  # every member's last output is its termination logit
+        with torch.no_grad():
+            last.weight[..., -1].zero_()
+            last.bias[..., -1] = logit
+
     def _gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's mean and bounded log-variance of the normalised delta,
         ``(E, N, D)`` each, for inputs ``(N, d_in)`` (shared) or ``(E, N, d_in)``."""

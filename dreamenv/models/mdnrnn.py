@@ -290,6 +290,11 @@ class MDNRNNWorldModel(WorldModel):
         self.memory = Memory(config, self.num_actions, self.reward_coder.size)
 
     # --- V ------------------------------------------------------------------------------
+    def _init_termination_head(self, logit: float) -> None:
+        with torch.no_grad():
+            self.memory.termination.weight.zero_()
+            self.memory.termination.bias.fill_(logit)
+
     def posterior(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z | o) for uint8 observations ``(N, *frame_shape)``."""
         return self.encoder(to_unit(frames))

@@ -213,6 +213,12 @@ class _PixelAutoRegressive(WorldModel):
             reward_channels=c.reward_channels,
         )
 
+    def _init_termination_head(self, logit: float) -> None:
+        last = self.decoder.reward_linear  # output readout.size is the termination logit
+        with torch.no_grad():
+            last.weight[self.readout.size].zero_()
+            last.bias[self.readout.size] = logit
+
     def _split_head(self, head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder head ``(..., R + 1)`` -> reward logits (bits or the coder's), termination
         logits."""

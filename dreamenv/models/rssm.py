@@ -397,6 +397,12 @@ class RSSMWorldModel(WorldModel):
         )
         self.continue_head = _mlp(self.features, config.head_hidden, config.head_layers, 1)
 
+    def _init_termination_head(self, logit: float) -> None:
+        last = self.continue_head[-1]  # the continue logit is minus the termination logit
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(-logit)
+
     @property
     def dist(self) -> _Stochastic:
         return self.cell.dist

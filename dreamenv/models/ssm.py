@@ -236,6 +236,12 @@ class StateSpaceModel(WorldModel):
         return pixel_mean(self.decode_logits(latent))
 
     # --- dynamics -----------------------------------------------------------------------
+    def _init_termination_head(self, logit: float) -> None:
+        last = self.decoder.reward_linear  # its last output is the termination logit
+        with torch.no_grad():
+            last.weight[-1].zero_()
+            last.bias[-1] = logit
+
     def _head(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward scores over the reward support and the termination logit of latents."""
         head = self.decoder.head(latent)

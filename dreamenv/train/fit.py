@@ -400,6 +400,9 @@ def fit(
     val_sampler = SequenceSampler(
         val_eps, stack, window, seed=config.seed + 1, life_loss=config.life_loss
     )
+    if not saved_state:  # a new model: its termination head starts at the data's rate
+        rate = min(1.0, sampler.termination_rate * model.jump)
+        model.set_termination_rate(rate, sampler.num_steps)
     val_batches = [val_sampler.sample(config.batch_size) for _ in range(config.val_batches)]
     optimizer = torch.optim.Adam(model.param_groups(config.lr))
     scales = [g["lr"] / config.lr for g in optimizer.param_groups]
