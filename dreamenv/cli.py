@@ -34,6 +34,10 @@ def _spec_args(parser: argparse.ArgumentParser) -> None:
     both.add_argument(
         "--frame-stack", type=int, help="observations stacked (default: 4 Atari, 1 otherwise)"
     )
+    _gym_spec_args(parser)
+
+
+def _gym_spec_args(parser: argparse.ArgumentParser) -> None:
     gym_args = parser.add_argument_group("gymnasium envs other than Atari")
     gym_args.add_argument(
         "--observation",
@@ -94,13 +98,15 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                 "(always grey frames; use --frame-skip for repeated actions)."
             )
         options = {
-            f: getattr(args, a) for a, f in _ATARI_OPTIONS.items() if getattr(args, a) is not None
+            f: getattr(args, a)
+            for a, f in _ATARI_OPTIONS.items()
+            if getattr(args, a, None) is not None
         }
         return make_spec(args.game, **options)
     given = [
         f"--{a.replace('_', '-')}"
         for a in ("frame_skip", "sticky", "noop_max")
-        if getattr(args, a) is not None
+        if getattr(args, a, None) is not None
     ]
     if given:
         raise ConfigError(
@@ -364,16 +370,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"train {args.game} in {run_dir}: {config.iterations} iterations, "
         f"{config.total_steps} real steps, device {config.resolved_device()}"
     )
-    from dreamenv.envs.spec import is_atari, make_spec
+    from dreamenv.envs.spec import is_atari
 
-    # another gymnasium env: its default spec (the loop's screen size for image sources)
-    spec = None
-    if not is_atari(args.game):
-        spec = make_spec(args.game)
-        if spec.observation != "state":
-            spec = make_spec(
-                args.game, observation=spec.observation, screen_size=config.screen_size
-            )
+    # the spec of the options; image frames at the loop's screen size unless given
+    if args.screen_size is None and (
+        is_atari(args.game) or spec_from_args(args).observation != "state"
+    ):
+        args.screen_size = config.screen_size
+    spec = spec_from_args(args)
     rows = train(
         args.game,
         run_dir,
@@ -654,7 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial-steps", type=int)
     p.add_argument("--steps-per-iteration", type=int)
     p.add_argument("--temperature", type=float)
-    p.add_argument("--screen-size", type=int, choices=(96, 64), help="frame side (preset's)")
+    p.add_argument("--screen-size", type=int, help="frame side (default: the preset's)")
+    p.add_argument(
+        "--frame-stack", type=int, help="observations stacked (default: 4 Atari, 1 otherwise)"
+    )
+    _gym_spec_args(p)
     p.add_argument(
         "--dream-termination",
         choices=("on", "off"),

@@ -314,3 +314,40 @@ def test_fit_flags_default_to_fitconfig(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(_Stop):
         main(["fit", "store", "--out", "model"])
     assert seen == [FitConfig()]
+
+
+def _train_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *argv: str):
+    import dreamenv.train.loop
+
+    seen: list[dict] = []
+    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(k) or [])
+    assert main(["train", *argv, "--run-dir", str(tmp_path)]) == 0
+    return seen[0]["spec"]
+
+
+def test_train_takes_the_spec_options_of_a_gym_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _train_spec(
+        tmp_path,
+        monkeypatch,
+        "CarRacing-v3",
+        "--action-repeat",
+        "4",
+        "--frame-stack",
+        "2",
+        "--grayscale",
+        "--max-episode-steps",
+        "100",
+    )
+    assert (spec.env_id, spec.action_repeat, spec.frame_stack) == ("CarRacing-v3", 4, 2)
+    assert spec.grayscale and spec.max_episode_steps == 100
+    assert spec.screen_size == 64  # the quick preset's frame side
+    assert _train_spec(tmp_path / "b", monkeypatch, "CartPole-v1").observation == "state"
+    atari = _train_spec(tmp_path / "c", monkeypatch, "pong", "--preset", "cpu100k")
+    assert (atari.game, atari.screen_size, atari.frame_stack) == ("pong", 96, 4)
+
+
+def test_train_rejects_gym_options_for_an_atari_game(tmp_path: Path, capsys) -> None:
+    assert main(["train", "pong", "--action-repeat", "2", "--run-dir", str(tmp_path)]) == 2
+    assert "['--action-repeat'] are options of gymnasium envs" in capsys.readouterr().err
