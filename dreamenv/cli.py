@@ -271,6 +271,12 @@ def _cmd_dream(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         device=args.device,
     )
+    settings = parse_overrides(args.set)
+    if settings and agent is not None:
+        raise ConfigError(
+            f"--set {' '.join(args.set)} sets up a new agent; {out} holds one, which keeps its "
+            "settings. Pass --restart to start a new agent with them."
+        )
     agent = train_in_dream(
         args.checkpoint,
         args.steps,
@@ -282,6 +288,7 @@ def _cmd_dream(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         verbose=args.verbose,
         tensorboard_log=args.tensorboard,
+        **settings,
     )
     save_agent(agent, out)
     print(f"agent: {out} ({agent.num_timesteps} imagined steps)")
@@ -589,6 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         default=dream_defaults.use_termination,
         help="end dream episodes only at the horizon",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of a new agent's SB3 algorithm (repeatable; values read as JSON), "
+        "e.g. --set gamma=0.9 --set use_sde=true",
     )
     p.add_argument(
         "--reward-mode",

@@ -234,6 +234,13 @@ def test_dream_options_come_whole_with_dreamoptions_defaults(
         obs_type="embeddings",
     )
     assert seen[1]["verbose"] == 1 and seen[1]["tensorboard_log"] == "tb"
+    with pytest.raises(_Stop):
+        main(
+            ["dream", "ckpt", "--out", str(tmp_path / "b"), "--set", "gamma=0.9"]
+            + ["--set", "use_sde=true", "--set", 'policy_kwargs={"net_arch": [8]}']
+        )
+    assert (seen[2]["gamma"], seen[2]["use_sde"]) == (0.9, True)
+    assert seen[2]["policy_kwargs"] == {"net_arch": [8]}
 
 
 def test_train_passes_tensorboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -351,3 +358,15 @@ def test_train_takes_the_spec_options_of_a_gym_env(
 def test_train_rejects_gym_options_for_an_atari_game(tmp_path: Path, capsys) -> None:
     assert main(["train", "pong", "--action-repeat", "2", "--run-dir", str(tmp_path)]) == 2
     assert "['--action-repeat'] are options of gymnasium envs" in capsys.readouterr().err
+
+
+def test_dream_set_is_for_a_new_agent(family_checkpoint, tmp_path: Path, capsys) -> None:
+    ckpt = str(family_checkpoint("discrete"))
+    out = str(tmp_path / "agent")
+    flags = ["--quiet", "dream", ckpt, "--out", out, "--steps", "64", "--envs", "2"]
+    assert main([*flags, "--set", "n_steps=32", "--set", "batch_size=16"]) == 0
+    assert main([*flags, "--set", "gamma=0.9"]) == 2
+    assert "--set gamma=0.9 sets up a new agent" in capsys.readouterr().err
+    assert main([*flags, "--set", "gamma=0.9", "--set", "n_steps=32", "--restart"]) == 0
+    assert main([*flags, "--restart", "--set", "gama=0.9"]) == 2
+    assert "Did you mean 'gamma'?" in capsys.readouterr().err

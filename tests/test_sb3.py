@@ -208,6 +208,10 @@ def test_make_agent_picks_the_policy(ckpt: dreamenv.Checkpoint) -> None:
         make_agent("ddpg", _venv(ckpt, 2))
     with pytest.raises(ConfigError, match=r"SAC takes Box actions, and this env's are Discrete"):
         make_agent("sac", _venv(ckpt, 2))
+    with pytest.raises(
+        ConfigError, match=r"'gama' is not a setting of PPO .*Did you mean 'gamma'\?"
+    ):
+        make_agent("ppo", _venv(ckpt, 2), gama=0.9)
 
 
 def test_train_in_dream_then_evaluate_in_the_real_game(agent: PPO, checkpoint_dir: Path) -> None:

@@ -7,6 +7,8 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,7 @@ def make_agent(
     if name == "td3":
         n = int(np.prod(env.action_space.shape or ()))
         defaults["action_noise"] = NormalActionNoise(np.zeros(n), np.full(n, TD3_NOISE))
+    _check_settings(cls, kwargs)
     params: dict[str, Any] = {"verbose": 0, **defaults, **kwargs}
     policy_kwargs = dict(params.pop("policy_kwargs", None) or {})
     space = env.observation_space
@@ -113,6 +116,20 @@ def make_agent(
             policy_kwargs["features_extractor_kwargs"] = extractor_kwargs
     policy = "CnnPolicy" if pixels else "MlpPolicy"
     return cls(policy, env, seed=seed, device=device, policy_kwargs=policy_kwargs, **params)
+
+
+def _check_settings(cls: type[BaseAlgorithm], settings: dict[str, Any]) -> None:
+    """Settings a new ``cls`` agent takes: its ``__init__``'s keywords (SB3's own error
+    would be a bare ``TypeError``)."""
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "policy", "env"}
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{key!r} is not a setting of {cls.__name__} (SB3's keyword arguments, e.g. "
+                f"{', '.join(sorted(known)[:6])}, ...).{hint}"
+            )
 
 
 class _SilentLogger(Logger):
