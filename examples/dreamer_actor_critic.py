@@ -4,7 +4,8 @@ env against a random policy (mean ± std, Welch's t).
 With --checkpoint it trains in the dream of that checkpoint; with --env it runs the loop with
 real data (collect, fit, train in the dream, collect with the actor, refit, ...) in --run-dir.
 
-    python examples/dreamer_actor_critic.py --checkpoint runs/gym/pendulum/model --updates 600
+    python examples/dreamer_actor_critic.py --checkpoint runs/gym/pendulum/model --updates 800 \
+        --batch 128 --actor-lr 3e-4
     python examples/dreamer_actor_critic.py --env Pendulum-v1 --iterations 3 --steps 2000
 """
 
