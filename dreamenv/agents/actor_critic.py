@@ -68,6 +68,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from dreamenv.agents.overrides import with_overrides
 from dreamenv.atomic_files import read_file_set, set_file, write_file_set, write_json
 from dreamenv.checkpoint import Checkpoint, config_from_dict, package_version
 from dreamenv.envs.core import resolve_checkpoint
@@ -474,18 +475,7 @@ class DreamerActorCritic:
         config: ActorCriticConfig | None = None,
         **overrides: Any,
     ) -> None:
-        config = config or ActorCriticConfig()
-        if overrides:
-            names = [f.name for f in dataclasses.fields(ActorCriticConfig)]
-            unknown = [k for k in overrides if k not in names]
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"Unknown DreamerActorCritic setting {unknown[0]!r}; the settings are "
-                    f"{names}.{hint}"
-                )
-            config = dataclasses.replace(config, **overrides)
+        config = with_overrides(config or ActorCriticConfig(), overrides, "DreamerActorCritic")
         self.config = config
         self.set_checkpoint(checkpoint)
         self.features = Features(self.observation_space)

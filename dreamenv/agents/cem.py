@@ -27,8 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dreamenv.agents.overrides import with_overrides
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import resolve_checkpoint
 from dreamenv.errors import ConfigError
@@ -145,17 +144,7 @@ class CEMPlanner:
         real_env: Any = None,
         **overrides: Any,
     ) -> None:
-        config = config or CEMConfig()
-        if overrides:
-            names = [f.name for f in dataclasses.fields(CEMConfig)]
-            unknown = [k for k in overrides if k not in names]
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"Unknown CEMPlanner setting {unknown[0]!r}; the settings are {names}.{hint}"
-                )
-            config = dataclasses.replace(config, **overrides)
+        config = with_overrides(config or CEMConfig(), overrides, "CEMPlanner")
         self.config = config
         self.checkpoint = resolve_checkpoint(checkpoint, device, None)
         self.model = self.checkpoint.model

@@ -51,7 +51,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from collections.abc import Callable
@@ -64,6 +63,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dreamenv.agents.overrides import with_overrides
 from dreamenv.atomic_files import write_atomic
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import resolve_checkpoint
@@ -343,18 +343,7 @@ class CMAESController:
         real_env: Any = None,
         **overrides: Any,
     ) -> None:
-        config = config or CMAESConfig()
-        if overrides:
-            names = [f.name for f in dataclasses.fields(CMAESConfig)]
-            unknown = [k for k in overrides if k not in names]
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"Unknown CMAESController setting {unknown[0]!r}; the settings are "
-                    f"{names}.{hint}"
-                )
-            config = dataclasses.replace(config, **overrides)
+        config = with_overrides(config or CMAESConfig(), overrides, "CMAESController")
         self.config = config
         self.checkpoint = resolve_checkpoint(checkpoint, device, None)
         self.model = self.checkpoint.model
