@@ -149,26 +149,18 @@ def test_the_same_seed_gives_the_same_training(pendulum: Path) -> None:
     assert other != rows
 
 
-def two_hot_logits(reward: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Logits whose expectation over ``values`` is ``reward`` (differentiable in it)."""
-    r = reward.clamp(values[0], values[-1])
-    hi = torch.searchsorted(values, r.detach()).clamp(1, len(values) - 1)
-    lo = hi - 1
-    w = (r - values[lo]) / (values[hi] - values[lo])
-    probs = torch.zeros(len(r), len(values))
-    probs = probs.scatter(1, lo[:, None], (1 - w)[:, None])
-    probs = probs.scatter_add(1, hi[:, None], w[:, None])
-    return probs.clamp(min=1e-9).log()
-
-
 def toy_model(model, target) -> None:
     """Replace ``model.step``: the state never changes, the reward is ``target(action)``."""
-    values = model.reward_values()
 
     def step(state, latent, action, rng, temperature=1.0):
         rng.uniform((1,))
         ends = torch.full((len(latent),), -30.0)
-        return Prediction(latent.clone(), two_hot_logits(target(action), values), ends, state)
+        return Prediction(
+            latent.clone(),
+            model.reward_coder.targets(target(action)).clamp(min=1e-9).log(),
+            ends,
+            state,
+        )
 
     model.step = step
 

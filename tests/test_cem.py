@@ -60,27 +60,16 @@ def test_the_same_seed_plans_the_same(checkpoints) -> None:
     assert not np.array_equal(plan(0), plan(1))
 
 
-def two_hot_logits(reward: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Logits whose expectation over ``values`` is ``reward`` (within the support)."""
-    r = reward.clamp(values[0], values[-1])
-    hi = torch.searchsorted(values, r).clamp(1, len(values) - 1)
-    lo = hi - 1
-    w = (r - values[lo]) / (values[hi] - values[lo])
-    probs = torch.zeros(len(r), len(values))
-    probs.scatter_(1, lo[:, None], (1 - w)[:, None])
-    probs.scatter_add_(1, hi[:, None], w[:, None])
-    return probs.clamp(min=1e-9).log()
-
-
 def toy_step(model, target):
     """A model whose state never changes and whose reward is ``target(action)``."""
-    values = model.reward_values()
 
     def step(state, latent, action, rng, temperature=1.0):
         rng.uniform((1,))
         reward = target(action)
         ends = torch.full((len(latent),), -30.0)
-        return Prediction(latent.clone(), two_hot_logits(reward, values), ends, state)
+        return Prediction(
+            latent.clone(), model.reward_coder.targets(reward).clamp(min=1e-9).log(), ends, state
+        )
 
     return step
 
