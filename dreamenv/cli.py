@@ -271,7 +271,7 @@ def _cmd_dream(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         device=args.device,
     )
-    settings = parse_overrides(args.set)
+    settings: dict[str, Any] = parse_overrides(args.set)
     if settings and agent is not None:
         raise ConfigError(
             f"--set {' '.join(args.set)} sets up a new agent; {out} holds one, which keeps its "

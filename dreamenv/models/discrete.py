@@ -539,6 +539,7 @@ class DiscreteWorldModel(WorldModel):
 
     def _init_termination_head(self, logit: float) -> None:
         last = self.dynamics.termination_head.net[-1]
+        assert isinstance(last, nn.Linear)
         with torch.no_grad():
             last.weight.zero_()
             last.bias.fill_(logit)

@@ -182,6 +182,7 @@ class _PixelAutoRegressive(WorldModel):
 
     has_warmup = False
     context = NLL_CONTEXT
+    decoder: PixelRewardDecoder  # built by each subclass for its own input channels
 
     def __init__(
         self, config: BuesingSizes, spec: AtariSpec, num_actions: int | ActionSpec
@@ -215,6 +216,7 @@ class _PixelAutoRegressive(WorldModel):
 
     def _init_termination_head(self, logit: float) -> None:
         last = self.decoder.reward_linear  # output readout.size is the termination logit
+        assert isinstance(last, nn.Linear)
         with torch.no_grad():
             last.weight[self.readout.size].zero_()
             last.bias[self.readout.size] = logit

@@ -399,6 +399,7 @@ class RSSMWorldModel(WorldModel):
 
     def _init_termination_head(self, logit: float) -> None:
         last = self.continue_head[-1]  # the continue logit is minus the termination logit
+        assert isinstance(last, nn.Linear)
         with torch.no_grad():
             last.weight.zero_()
             last.bias.fill_(-logit)
