@@ -67,6 +67,17 @@ def checkpoint_dir(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="session")
+def ending_ckpt(checkpoint_dir: Path) -> dreamenv.Checkpoint:
+    """The session checkpoint, loaded, with its dream ending an episode with probability 0.1
+    per step: the tiny model's termination head starts at the store's rate (one end in 150
+    steps) and six updates hardly move it, so tests of what happens when a dream episode
+    terminates take this one instead of waiting hundreds of steps for an end (read only)."""
+    ckpt = dreamenv.load_checkpoint(checkpoint_dir)
+    ckpt.model.set_termination_rate(0.1, 1)
+    return ckpt
+
+
+@pytest.fixture(scope="session")
 def family_checkpoint(
     store_dir: Path, tmp_path_factory: pytest.TempPathFactory, tiny_fit_config
 ) -> Callable[[str], Path]:

@@ -182,12 +182,16 @@ def test_real_vector_env_autoreset_modes_agree(ckpt: dreamenv.Checkpoint) -> Non
 
 # --- seeding and the vector env ------------------------------------------------------------
 @pytest.mark.parametrize("use_termination", [False, True])
-def test_vector_env_matches_single_envs(ckpt: dreamenv.Checkpoint, use_termination: bool) -> None:
+def test_vector_env_matches_single_envs(
+    ending_ckpt: dreamenv.Checkpoint, use_termination: bool
+) -> None:
     horizon, steps, seed = 20, 60, 11
     actions = _actions(steps)
     kwargs = {"horizon": horizon, "use_termination": use_termination}
-    vobs, vrew, vterm, vtrunc = _vector_rollout(DreamVectorEnv(ckpt, N, **kwargs), seed, actions)
-    single = DreamEnv(ckpt, **kwargs)
+    vobs, vrew, vterm, vtrunc = _vector_rollout(
+        DreamVectorEnv(ending_ckpt, N, **kwargs), seed, actions
+    )
+    single = DreamEnv(ending_ckpt, **kwargs)
     for i in range(N):
         obs, rew, term, trunc = _rollout(single, seed + i, actions[:, i])
         np.testing.assert_array_equal(obs, vobs[:, i], err_msg=f"env {i}")
@@ -304,8 +308,8 @@ def test_same_step_mode_reports_final_observations(ckpt: dreamenv.Checkpoint) ->
     assert not truncated.any() and "final_obs" not in info
 
 
-def test_same_step_final_obs_only_for_ended_envs(ckpt: dreamenv.Checkpoint) -> None:
-    envs = DreamVectorEnv(ckpt, N, autoreset_mode="SameStep", horizon=1000)
+def test_same_step_final_obs_only_for_ended_envs(ending_ckpt: dreamenv.Checkpoint) -> None:
+    envs = DreamVectorEnv(ending_ckpt, N, autoreset_mode="SameStep", horizon=1000)
     envs.reset(seed=0)
     for a in _actions(60):
         _, _, terminated, truncated, info = envs.step(a)

@@ -109,8 +109,10 @@ def test_adapter_marks_truncation_at_the_horizon(ckpt: dreamenv.Checkpoint, mode
 
 
 @pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
-def test_adapter_terminations_are_not_time_limits(ckpt: dreamenv.Checkpoint, mode: str) -> None:
-    venv = _venv(ckpt, 4, horizon=1000, autoreset_mode=mode)
+def test_adapter_terminations_are_not_time_limits(
+    ending_ckpt: dreamenv.Checkpoint, mode: str
+) -> None:
+    venv = _venv(ending_ckpt, 4, horizon=1000, autoreset_mode=mode)
     venv.seed(0)
     venv.reset()
     space = venv.observation_space
