@@ -1,4 +1,5 @@
-"""Registers ``dreamenv/Dream-v0``, ``dreamenv/Real-v0`` and the toy
+"""Registers ``dreamenv/Dream-v0``, ``dreamenv/Real-v0``, their goal-conditioned faces
+``dreamenv/GoalDream-v0`` and ``dreamenv/GoalReal-v0``, and the toy
 ``dreamenv/BouncingBall-v0`` with gymnasium (on import)."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import gymnasium as gym
 DREAM_ID = "dreamenv/Dream-v0"
 REAL_ID = "dreamenv/Real-v0"
 BOUNCING_BALL_ID = "dreamenv/BouncingBall-v0"
+GOAL_DREAM_ID = "dreamenv/GoalDream-v0"
+GOAL_REAL_ID = "dreamenv/GoalReal-v0"
 
 
 def register_envs() -> None:
@@ -30,3 +33,7 @@ def register_envs() -> None:
             entry_point="dreamenv.envs.real:RealEnv",
             vector_entry_point="dreamenv.envs.real:RealVectorEnv",
         )
+    if GOAL_DREAM_ID not in gym.registry:
+        gym.register(GOAL_DREAM_ID, entry_point="dreamenv.envs.goals:make_goal_dream")
+    if GOAL_REAL_ID not in gym.registry:
+        gym.register(GOAL_REAL_ID, entry_point="dreamenv.envs.goals:make_goal_real")

@@ -9,6 +9,7 @@ _EXPORTS = {
     "DreamEnv": "dreamenv.envs.dream",
     "DreamOptions": "dreamenv.envs.options",
     "DreamVectorEnv": "dreamenv.envs.vector",
+    "GoalConditioned": "dreamenv.envs.goals",
     "RealEnv": "dreamenv.envs.real",
     "RealVectorEnv": "dreamenv.envs.real",
 }
