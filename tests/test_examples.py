@@ -233,3 +233,31 @@ def test_precision_benchmark(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert "float32 / bfloat16" in out and (tmp_path / "precision" / "precision.md").is_file()
+
+
+def test_goal_dream_example(gym_checkpoint, tmp_path) -> None:
+    ckpt = gym_checkpoint("Pendulum-v1", "ensemble")
+    out = run(
+        "examples/goal_dream.py",
+        "--checkpoint",
+        str(ckpt),
+        "--steps",
+        "40",
+        "--envs",
+        "2",
+        "--learning-starts",
+        "10",
+        "--batch-size",
+        "8",
+        "--net",
+        "16",
+        "--horizon",
+        "5",
+        "--episodes",
+        "2",
+        "--json",
+        str(tmp_path / "goal.json"),
+        cwd=tmp_path,
+    )
+    assert "SAC + HER trained in the dream" in out and "random policy: success" in out
+    assert (tmp_path / "goal.json").is_file()
