@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampled-goals", type=int, default=4, help="HER goals relabelled per step")
     p.add_argument("--learning-starts", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--gradient-steps", type=int, default=-1, help="per env step (-1: one per transition)"
+    )
     p.add_argument("--net", type=int, default=256, help="units per layer (two layers)")
     p.add_argument("--reward-mode", default="mean", help="the dream's reward mode")
     p.add_argument("--episodes", type=int, default=32, help="real goals of each policy")
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         learning_starts=args.learning_starts,
         batch_size=args.batch_size,
+        gradient_steps=args.gradient_steps,
         policy_kwargs={"net_arch": [args.net, args.net]},
         seed=args.seed,
         verbose=0,

@@ -261,3 +261,56 @@ def test_goal_dream_example(gym_checkpoint, tmp_path) -> None:
     )
     assert "SAC + HER trained in the dream" in out and "random policy: success" in out
     assert (tmp_path / "goal.json").is_file()
+
+
+def test_agents_benchmark(gym_checkpoint, tmp_path) -> None:
+    ckpt = gym_checkpoint("Pendulum-v1", "ensemble")
+    out = run(
+        "benchmarks/agents.py",
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "agents"),
+        "--sb3-steps",
+        "64",
+        "--sb3-envs",
+        "2",
+        "--horizon",
+        "8",
+        "--cem-horizon",
+        "3",
+        "--cem-candidates",
+        "4",
+        "--cem-iterations",
+        "1",
+        "--cem-elites",
+        "2",
+        "--cmaes-generations",
+        "2",
+        "--cmaes-population",
+        "4",
+        "--cmaes-rollouts",
+        "2",
+        "--cmaes-eval-episodes",
+        "2",
+        "--ac-updates",
+        "2",
+        "--ac-batch",
+        "4",
+        "--ac-horizon",
+        "3",
+        "--episodes",
+        "2",
+        "--num-envs",
+        "2",
+        "--max-steps",
+        "5",
+        cwd=tmp_path,
+    )
+    assert "| random policy |" in out and "CEM planner" in out and "CMA-ES" in out
+    with open(tmp_path / "agents" / "agents.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["agent"] for r in rows] == ["sb3", "cem", "cmaes", "actor-critic"]
+    # CEM: 2 envs x 5 steps planned, 4 candidates x 1 particle x 3 steps x 1 iteration each
+    assert int(rows[1]["imagined_steps"]) == 2 * 5 * 4 * 3
+    assert int(rows[3]["imagined_steps"]) == 2 * 4 * 3
