@@ -2,6 +2,7 @@
 
 - :func:`wrap` (``vec_env``): a gymnasium ``VectorEnv`` as an SB3 ``VecEnv``;
 - :class:`LatentExtractor` (``extractor``): the paper's policy trunk over latent grids;
+- :class:`I2AExtractor` / :class:`DistillRolloutPolicy` (``imagination_extractor``): I2A;
 - :func:`save_agent` / :func:`load_agent` (``agent_files``): agent files;
 - :func:`train_in_dream` / :func:`make_agent` (``dream_training``): an agent trained in a dream;
 - :class:`AgentPolicy` (``agent_policy``): a saved agent collecting real data.
@@ -25,12 +26,15 @@ from dreamenv.sb3.dream_training import (
     train_in_dream,
 )
 from dreamenv.sb3.extractor import LatentExtractor
+from dreamenv.sb3.imagination_extractor import DistillRolloutPolicy, I2AExtractor
 from dreamenv.sb3.vec_env import VectorEnvAdapter, wrap
 
 __all__ = [
     "ALGORITHMS",
     "PAPER_PPO",
     "AgentPolicy",
+    "DistillRolloutPolicy",
+    "I2AExtractor",
     "LatentExtractor",
     "ProgressCallback",
     "VectorEnvAdapter",
