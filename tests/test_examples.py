@@ -314,3 +314,33 @@ def test_agents_benchmark(gym_checkpoint, tmp_path) -> None:
     # CEM: 2 envs x 5 steps planned, 4 candidates x 1 particle x 3 steps x 1 iteration each
     assert int(rows[1]["imagined_steps"]) == 2 * 5 * 4 * 3
     assert int(rows[3]["imagined_steps"]) == 2 * 4 * 3
+
+
+def test_i2a_example(family_checkpoint, tmp_path) -> None:
+    out = run(
+        "examples/i2a_agent.py",
+        "--checkpoint",
+        str(family_checkpoint("sssm")),
+        "--steps",
+        "16",
+        "--envs",
+        "2",
+        "--n-steps",
+        "8",
+        "--batch-size",
+        "8",
+        "--n-epochs",
+        "1",
+        "--rollout-steps",
+        "1",
+        "--distill-epochs",
+        "1",
+        "--episodes",
+        "2",
+        "--num-envs",
+        "2",
+        "--max-steps",
+        "5",
+        cwd=tmp_path,
+    )
+    assert "I2A PPO (16 steps in the real env" in out and "random policy:" in out
