@@ -38,27 +38,27 @@ from stable_baselines3.common.preprocessing import is_image_space, preprocess_ob
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
+from dreamenv.agents.actor_critic import default_obs_type
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import resolve_checkpoint
 from dreamenv.errors import ConfigError
 from dreamenv.imagine import Imagination, ImagineConfig, Start
 from dreamenv.models.base import WorldModel
 
-LATENT_OBS_TYPES = ("state", "embeddings", "latent")
-"""The model observations the rollout policy and encoder read, in order of preference."""
-
 
 def latent_obs_type(model: Any) -> str:
-    """The first float-latent observation type the model has (``state``, ``embeddings`` or
-    ``latent``), or a ConfigError for a model with none (the pixel AR baseline)."""
-    for obs_type in LATENT_OBS_TYPES:
-        if obs_type in model.obs_types:
-            return obs_type
-    raise ConfigError(
-        f"I2A rolls out the model's latent, and the {model.family!r} family has none "
-        f"(obs_types {list(model.obs_types)}); use sssm, dssm_det, dssm_vae, discrete, rssm "
-        "or mdnrnn."
-    )
+    """The float latent the rollout policy and encoder read (the actor-critic's choice,
+    :func:`~dreamenv.agents.actor_critic.default_obs_type`), or a ConfigError for a model
+    with none (the pixel AR baseline)."""
+    obs_type = default_obs_type(model)
+    space = model.observation_space(obs_type)
+    if not (isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)):
+        raise ConfigError(
+            f"I2A rolls out the model's latent, and the {model.family!r} family has none "
+            f"(obs_types {list(model.obs_types)}); use sssm, dssm_det, dssm_vae, discrete, "
+            "rssm or mdnrnn."
+        )
+    return obs_type
 
 
 class _LatentNet(nn.Module):
