@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save", default=None, help="save the agent to this path")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=0, help="SB3's logging (1: every rollout)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         ent_coef=args.ent_coef,
         clip_range=0.1,
         seed=args.seed,
+        verbose=args.verbose,
         policy_kwargs={
             "features_extractor_class": I2AExtractor,
             "features_extractor_kwargs": {
