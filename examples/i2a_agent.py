@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=2.5e-4)
     p.add_argument("--ent-coef", type=float, default=0.01)
+    p.add_argument("--precision", default="float32", help="imagination: float32 or bfloat16")
     p.add_argument("--distill-epochs", type=int, default=10, help="rollout policy fits per rollout")
     p.add_argument("--horizon", type=int, default=50, help="--in-dream: the dream's horizon")
     p.add_argument("--episodes", type=int, default=32, help="real episodes of each policy")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                 "checkpoint": args.checkpoint,
                 "rollout_steps": args.rollout_steps,
                 "encoder_hidden": args.encoder_hidden,
+                "precision": args.precision,
             },
         },
     )

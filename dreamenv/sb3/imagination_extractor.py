@@ -44,6 +44,7 @@ from dreamenv.envs.core import resolve_checkpoint
 from dreamenv.errors import ConfigError
 from dreamenv.imagine import Imagination, ImagineConfig, Start
 from dreamenv.models.base import WorldModel
+from dreamenv.precision import Precision
 
 
 def latent_obs_type(model: Any) -> str:
@@ -103,6 +104,8 @@ class I2AExtractor(BaseFeaturesExtractor):
         model_free_dim: features of the model-free path (NatureCNN).
         features_dim: features of the trunk's output.
         device: where the world model runs (the policy's device).
+        precision: the imagined rollouts' precision (``"bfloat16"``: autocast, see
+            :mod:`dreamenv.precision`); the trainable parts stay float32.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class I2AExtractor(BaseFeaturesExtractor):
         model_free_dim: int = 256,
         features_dim: int = 256,
         device: str = "cpu",
+        precision: Precision = "float32",
     ) -> None:
         super().__init__(observation_space, features_dim)
         ckpt = resolve_checkpoint(checkpoint, device, None)
@@ -140,7 +144,10 @@ class I2AExtractor(BaseFeaturesExtractor):
         self._frozen = _FrozenModel(
             model,
             Imagination(
-                ckpt, ImagineConfig(obs_type=self.obs_type, reward_mode="mean", grad=False)
+                ckpt,
+                ImagineConfig(
+                    obs_type=self.obs_type, reward_mode="mean", precision=precision, grad=False
+                ),
             ),
         )
         self.checkpoint_path = str(ckpt.path)
