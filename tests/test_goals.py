@@ -115,7 +115,8 @@ def test_integer_observations_are_refused(checkpoint_dir: Path) -> None:
 
 
 def test_discrete_embeddings_make_a_goal_dream(checkpoint_dir: Path) -> None:
-    env = dreamenv.envs.goals.make_goal_dream(checkpoint_dir, obs_type="embeddings")
+    env = dreamenv.envs.goals.make_goal_dream(checkpoint_dir)  # the default: embeddings
+    assert env.env.core.obs_type == "embeddings"
     obs, _ = env.reset(seed=0)
     assert obs["desired_goal"].shape == env.observation_space["observation"].shape
     assert env.threshold > 0

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dreamenv.agents.actor_critic import default_obs_type
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import DreamCore, resolve_checkpoint
 from dreamenv.envs.dream import DreamEnv
@@ -52,10 +54,11 @@ THRESHOLD_QUANTILE = 0.05
 def real_goals(
     checkpoint: str | Path | Checkpoint, obs_type: str | None = None, device: str = "cpu"
 ) -> np.ndarray:
-    """The observations (``obs_type``) the model gives the newest real frame of every start
+    """The observations (``obs_type``; None: the family's float latent) the model gives the newest real frame of every start
     of the checkpoint's start bank, ``(bank_size, *obs_shape)`` float32: the goals of
     :class:`GoalConditioned` (real frames, in the latent space the agent reads)."""
     ckpt = resolve_checkpoint(checkpoint, device, None)
+    obs_type = obs_type or default_obs_type(ckpt.model)
     core = DreamCore(ckpt, 1, DreamOptions(obs_type=obs_type, device=device))
     _check_goal_space(core.observation_space, core.obs_type)
     goals = []
@@ -224,6 +227,8 @@ def make_goal_dream(
     :class:`DreamOptions` fields) with goals from its real start bank."""
     options = DreamOptions.from_kwargs(None, dream_options)
     ckpt = resolve_checkpoint(checkpoint, options.device, None)
+    if options.obs_type is None:  # the family's float latent (the discrete model's embeddings)
+        options = dataclasses.replace(options, obs_type=default_obs_type(ckpt.model))
     env = DreamEnv(ckpt, options=options)
     return _goal_env(
         env, ckpt, env.core.obs_type, options.device, threshold, reward, terminate_on_success
@@ -242,6 +247,6 @@ def make_goal_real(
     """``dreamenv/GoalReal-v0``: the real env of ``checkpoint`` with the dream's goals (the
     same :func:`real_goals` and default threshold), to evaluate a goal-conditioned agent."""
     ckpt = resolve_checkpoint(checkpoint, device, None)
+    obs_type = obs_type or default_obs_type(ckpt.model)
     env = RealEnv(ckpt, obs_type=obs_type, device=device)
-    obs_type = obs_type or ckpt.model.obs_types[0]
     return _goal_env(env, ckpt, obs_type, device, threshold, reward, terminate_on_success)
