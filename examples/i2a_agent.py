@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}")
     if callback.losses:
         print(
-            f"rollout-policy distillation loss: {callback.losses[0]:.3f} -> {callback.losses[-1]:.3f}"
+            f"rollout-policy distillation KL: {callback.losses[0]:.3f} -> {callback.losses[-1]:.3f}"
         )
     if args.json:
         with open(args.json, "w") as f:

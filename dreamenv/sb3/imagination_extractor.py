@@ -228,7 +228,9 @@ class I2AExtractor(BaseFeaturesExtractor):
         self, observations: torch.Tensor, target_probs: torch.Tensor, epochs: int, lr: float
     ) -> float:
         """Fit the rollout policy to ``target_probs`` on the latents of ``observations`` by
-        cross-entropy (full batch, ``epochs`` Adam steps); returns the last loss."""
+        cross-entropy (full batch, ``epochs`` Adam steps); returns the KL divergence from
+        the targets to the rollout policy before the last step (the cross-entropy less the
+        targets' entropy, which bounds it from below)."""
         latents = self.latents(observations).clone()
         if self._distill_optimizer is None:
             self._distill_optimizer = torch.optim.Adam(self.rollout_policy.parameters(), lr=lr)
@@ -240,7 +242,8 @@ class I2AExtractor(BaseFeaturesExtractor):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        return float(loss.detach())
+        entropy = -(target_probs * target_probs.clamp(min=1e-12).log()).sum(-1).mean()
+        return float((loss - entropy).detach())
 
 
 class DistillRolloutPolicy(BaseCallback):
@@ -258,7 +261,8 @@ class DistillRolloutPolicy(BaseCallback):
         super().__init__(verbose)
         self.epochs, self.lr, self.max_samples = epochs, lr, max_samples
         self.losses: list[float] = []
-        """The cross-entropy after each distillation."""
+        """The KL divergence from the agent's policy to the rollout policy at the end of
+        each distillation."""
 
     def _extractor(self) -> I2AExtractor:
         policy = self.model.policy
@@ -294,4 +298,4 @@ class DistillRolloutPolicy(BaseCallback):
         pre = preprocess_obs(tensor, policy.observation_space, policy.normalize_images)
         assert isinstance(pre, torch.Tensor)  # a Box of frames, not a Dict
         self.losses.append(extractor.distill(pre, probs, self.epochs, self.lr))
-        self.logger.record("i2a/distill_loss", self.losses[-1])
+        self.logger.record("i2a/distill_kl", self.losses[-1])
