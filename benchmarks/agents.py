@@ -36,7 +36,7 @@ from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.envs.options import DreamOptions
 from dreamenv.evaluate import evaluate, random_policy
 from dreamenv.sb3 import train_in_dream
-from dreamenv.stats import welch_test
+from dreamenv.stats import mean_std, welch_test
 
 AGENTS = ("sb3", "cem", "cmaes", "actor-critic")
 
@@ -171,10 +171,6 @@ def run_agent(name: str, ckpt: Checkpoint, args: argparse.Namespace) -> dict[str
     }
 
 
-def _stat(x: np.ndarray) -> str:
-    return f"{x.mean():.1f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.1f}"
-
-
 def _p(a: np.ndarray, b: np.ndarray) -> float:
     return welch_test(a, b)[2] if min(len(a), len(b)) > 1 else float("nan")
 
@@ -201,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "agent": r["agent"],
                 "what": r["what"],
-                "real_return": _stat(r["returns"]),
+                "real_return": mean_std(r["returns"]),
                 "mean": round(float(r["returns"].mean()), 2),
                 "p_vs_random": _p(r["returns"], random),
                 "p_vs_sb3": float("nan")
@@ -224,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
         "settings": vars(args),
-        "random": {"returns": random.tolist(), "real_return": _stat(random)},
+        "random": {"returns": random.tolist(), "real_return": mean_std(random)},
         "rows": [{**t, "returns": r["returns"].tolist()} for t, r in zip(table, rows, strict=True)],
     }
     (out / "agents.json").write_text(json.dumps(meta, indent=1))
@@ -234,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| agent | real return | p vs random | p vs SB3 | imagined steps | wall-clock |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
-        f"| random policy | {_stat(random)} | | | 0 | |",
+        f"| random policy | {mean_std(random)} | | | 0 | |",
     ]
     for t in table:
         lines.append(

@@ -177,7 +177,9 @@ def markdown(title: str, rows: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if len(rows) == 2:
         ratios = [
-            f"{rows[0][k] / rows[1][k]:.2f}x" if isinstance(rows[0][k], float) and rows[1][k] else ""
+            f"{rows[0][k] / rows[1][k]:.2f}x"
+            if isinstance(rows[0][k], float) and rows[1][k]
+            else ""
             for k in keys[1:]
         ]
         lines.append("| float32 / bfloat16 | " + " | ".join(ratios) + " |")

@@ -31,3 +31,16 @@ def welch_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
         return (0.0, df, 1.0) if diff == 0 else (math.copysign(math.inf, diff), df, 0.0)
     result = stats.ttest_ind(a, b, equal_var=False)
     return float(result.statistic), float(result.df), float(result.pvalue)
+
+
+def mean_std(values: np.ndarray, digits: int = 1) -> str:
+    """``"mean ± std"`` of ``values`` (sample std; 0 for a single value), as the reports
+    print returns.
+
+    Example:
+        >>> mean_std(np.array([1.0, 2.0, 3.0]))
+        '2.0 ± 1.0'
+    """
+    x = np.asarray(values, float)
+    std = x.std(ddof=1) if len(x) > 1 else 0.0
+    return f"{x.mean():.{digits}f} ± {std:.{digits}f}"

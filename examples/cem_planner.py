@@ -17,7 +17,7 @@ import torch
 from dreamenv.agents import CEMPlanner
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.evaluate import evaluate, random_policy
-from dreamenv.stats import welch_test
+from dreamenv.stats import mean_std, welch_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,10 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
-
-
-def summary(returns: np.ndarray) -> str:
-    return f"{returns.mean():.1f} ± {returns.std(ddof=1) if len(returns) > 1 else 0.0:.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         f"H={args.horizon} N={args.candidates} J={args.iterations} K={args.elites} "
         f"P={args.particles} {args.precision}, {args.num_envs} envs, {args.threads} thread(s)"
     )
-    print(f"CEM planner ({settings}): {summary(planned)} over {len(planned)} real episodes")
-    print(f"random policy:             {summary(random)} over {len(random)} real episodes")
+    print(f"CEM planner ({settings}): {mean_std(planned)} over {len(planned)} real episodes")
+    print(f"random policy:             {mean_std(random)} over {len(random)} real episodes")
     print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}")
     print(
         f"planning: {calls} env-steps in {seconds:.0f} s ({calls / seconds:.1f} env-steps/s, "

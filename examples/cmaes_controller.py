@@ -20,7 +20,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import dreamenv
@@ -28,7 +27,7 @@ from dreamenv.agents import CMAESController
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.envs.spec import is_atari, make_spec
 from dreamenv.evaluate import evaluate, random_policy
-from dreamenv.stats import welch_test
+from dreamenv.stats import mean_std, welch_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,10 +85,6 @@ def make_checkpoint(args: argparse.Namespace) -> Path:
     )
 
 
-def summary(returns: np.ndarray) -> str:
-    return f"{returns.mean():.1f} ± {returns.std(ddof=1) if len(returns) > 1 else 0.0:.1f}"
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -130,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{last.mean:.2f} ± {last.std:.2f}; kept controller ({args.keep}) "
         f"{controller.best_return:.2f} (generation {controller.best_generation})"
     )
-    print(f"CMA-ES controller ({settings}): {summary(trained)} over {len(trained)} real episodes")
-    print(f"random policy: {summary(random)} over {len(random)} real episodes")
+    print(f"CMA-ES controller ({settings}): {mean_std(trained)} over {len(trained)} real episodes")
+    print(f"random policy: {mean_std(random)} over {len(random)} real episodes")
     print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}")
     if args.json:
         with open(args.json, "w") as f:

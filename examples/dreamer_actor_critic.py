@@ -15,7 +15,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from dreamenv.agents.actor_critic import (
@@ -24,7 +23,7 @@ from dreamenv.agents.actor_critic import (
     train_actor_critic_loop,
 )
 from dreamenv.evaluate import evaluate, random_policy
-from dreamenv.stats import welch_test
+from dreamenv.stats import mean_std, welch_test
 from dreamenv.train.fit import FitConfig
 
 
@@ -57,10 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
-
-
-def summary(returns: np.ndarray) -> str:
-    return f"{returns.mean():.1f} ± {returns.std(ddof=1) if len(returns) > 1 else 0.0:.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     random = evaluate(random_policy(space, args.seed), agent.checkpoint, **common)
     t, df, p = welch_test(trained, random) if min(len(trained), len(random)) > 1 else (0, 0, 1)
     what = f"{agent.gradient}, H={args.horizon} B={args.batch}, {args.updates} updates"
-    print(f"Dreamer actor-critic ({what}): {summary(trained)} over {len(trained)} real episodes")
-    print(f"random policy: {summary(random)} over {len(random)} real episodes")
+    print(f"Dreamer actor-critic ({what}): {mean_std(trained)} over {len(trained)} real episodes")
+    print(f"random policy: {mean_std(random)} over {len(random)} real episodes")
     print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}; training took {seconds:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

@@ -22,7 +22,7 @@ from stable_baselines3 import SAC, HerReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import dreamenv  # noqa: F401  (registers the envs)
-from dreamenv.stats import welch_test
+from dreamenv.stats import mean_std, welch_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,10 +64,6 @@ def play(env: gym.Env, act, episodes: int, seed: int) -> tuple[np.ndarray, np.nd
             hit, done = info["is_success"], terminated or truncated
         reached[e], closest[e] = hit, best
     return reached, closest
-
-
-def summary(x: np.ndarray) -> str:
-    return f"{x.mean():.3f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.3f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     td, dfd, pd = welch_test(trained_d, random_d) if args.episodes > 1 else (0.0, 0.0, 1.0)
     print(f"goals reached within {args.horizon} real steps, {args.episodes} goals each:")
     print(f"SAC + HER trained in the dream ({args.steps} steps, {seconds:.0f} s): ")
-    print(f"  success {summary(trained)}, closest distance {summary(trained_d)}")
-    print(f"random policy: success {summary(random)}, closest distance {summary(random_d)}")
+    print(f"  success {mean_std(trained, 3)}, closest distance {mean_std(trained_d, 3)}")
+    print(f"random policy: success {mean_std(random, 3)}, closest distance {mean_std(random_d, 3)}")
     print(f"Welch's t on success = {t:.2f} (df {df:.1f}), p = {p:.2g}")
     print(f"Welch's t on closest distance = {td:.2f} (df {dfd:.1f}), p = {pd:.2g}")
     if args.json:

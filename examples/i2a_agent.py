@@ -12,7 +12,6 @@ import json
 import time
 
 import gymnasium as gym
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 
@@ -20,7 +19,7 @@ import dreamenv  # noqa: F401  (registers the envs)
 from dreamenv.envs.real import RealVectorEnv
 from dreamenv.evaluate import evaluate, random_policy
 from dreamenv.sb3 import DistillRolloutPolicy, I2AExtractor, wrap
-from dreamenv.stats import welch_test
+from dreamenv.stats import mean_std, welch_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,10 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", type=int, default=0, help="SB3's logging (1: every rollout)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
-
-
-def summary(x: np.ndarray) -> str:
-    return f"{x.mean():.1f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     where = "the dream" if args.in_dream else "the real env"
     print(
         f"I2A PPO ({args.steps} steps in {where}, {args.rollout_steps} imagined steps per "
-        f"action, {seconds:.0f} s): {summary(trained)} over {len(trained)} real episodes"
+        f"action, {seconds:.0f} s): {mean_std(trained)} over {len(trained)} real episodes"
     )
-    print(f"random policy: {summary(random)} over {len(random)} real episodes")
+    print(f"random policy: {mean_std(random)} over {len(random)} real episodes")
     print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}")
     if callback.losses:
         print(
