@@ -3,6 +3,9 @@ imagination, then compare with a random policy (mean ± std, Welch's t).
 
     python examples/cem_planner.py --checkpoint runs/gym/pendulum/model --horizon 15 \
         --candidates 64 --iterations 4 --elites 8 --episodes 32 --num-envs 16
+
+A family whose state one observation does not give (a recurrent model such as ``rssm``, or
+stacked frames) plans from the state its ``Real-v0`` env's filter keeps.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 
 from dreamenv.agents import CEMPlanner
 from dreamenv.checkpoint import load_checkpoint
-from dreamenv.evaluate import evaluate, random_policy
+from dreamenv.envs.real import RealVectorEnv
+from dreamenv.evaluate import evaluate, play, random_policy
 from dreamenv.stats import mean_std, welch_test
 
 
@@ -42,8 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
+    # a recurrent or stacked model state follows the real game in the Real-v0 env played in
+    real_env = None
+    if not CEMPlanner.rebuilds_state(ckpt.model):
+        real_env = RealVectorEnv(ckpt, min(args.num_envs, args.episodes))
     planner = CEMPlanner(
         ckpt,
+        real_env=real_env,
         horizon=args.horizon,
         candidates=args.candidates,
         iterations=args.iterations,
@@ -68,7 +77,14 @@ def main(argv: list[str] | None = None) -> None:
 
     planner.predict = counted  # type: ignore[method-assign]
     t0 = time.perf_counter()
-    planned = evaluate(planner, ckpt, deterministic=True, **common)  # type: ignore[arg-type]
+    if real_env is None:
+        planned = evaluate(planner, ckpt, deterministic=True, **common)  # type: ignore[arg-type]
+    else:
+        played = play(
+            real_env, planner.act, args.episodes, seed=args.seed, max_steps=args.max_steps
+        )
+        planned = played.returns
+        real_env.close()
     seconds = time.perf_counter() - t0
     random = evaluate(random_policy(ckpt.model.action_space, args.seed), ckpt, **common)  # type: ignore[arg-type]
     t, df, p = welch_test(planned, random) if min(len(planned), len(random)) > 1 else (0, 0, 1)

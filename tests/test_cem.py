@@ -126,13 +126,25 @@ def test_bad_settings_name_the_fix(checkpoints) -> None:
         planner.predict(np.zeros((2, 4), np.float32))
 
 
-def test_the_example_runs_with_tiny_arguments(checkpoints, tmp_path: Path) -> None:
+def test_a_recurrent_model_needs_the_real_env_it_plans_in(gym_checkpoint) -> None:
+    ckpt = gym_checkpoint(
+        "Pendulum-v1", "rssm", observation="render", screen_size=64, grayscale=True
+    )
+    assert not CEMPlanner.rebuilds_state(load_checkpoint(ckpt).model)
+    with pytest.raises(ConfigError, match="'rssm'.*Pass real_env=RealVectorEnv"):
+        CEMPlanner(ckpt, **SMALL)
+
+
+@pytest.mark.parametrize("family", ["ensemble", "rssm"])
+def test_the_example_runs_with_tiny_arguments(gym_checkpoint, family, tmp_path: Path) -> None:
+    pixels = {"observation": "render", "screen_size": 64, "grayscale": True}
+    ckpt = gym_checkpoint("Pendulum-v1", family, **(pixels if family == "rssm" else {}))
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "examples/cem_planner.py"),
             "--checkpoint",
-            str(checkpoints("Pendulum-v1")),
+            str(ckpt),
             *("--horizon", "3", "--candidates", "8", "--iterations", "2", "--elites", "2"),
             *("--episodes", "2", "--num-envs", "2", "--max-steps", "4"),
             *("--json", str(tmp_path / "result.json")),

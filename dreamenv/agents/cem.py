@@ -162,7 +162,7 @@ class CEMPlanner:
         self.seed = seed
         self.real_env = real_env
         stack = tuple(self.model.spec.frame_shape)[0]
-        if real_env is None and not (self.model.family == "ensemble" and stack == 1):
+        if real_env is None and not self.rebuilds_state(self.model):
             raise ConfigError(
                 f"CEMPlanner rebuilds the model state from the observation only for the "
                 f"'ensemble' family with frame_stack=1; this checkpoint is {self.model.family!r} "
@@ -185,6 +185,12 @@ class CEMPlanner:
         self.plan_params: tuple[torch.Tensor, torch.Tensor] | None = None
         """The warm start: the Gaussian's ``(mean, std)`` ``(B, H, *action_shape)`` or the
         categorical's ``(probs (B, H, *action_shape, A), unused)``."""
+
+    @staticmethod
+    def rebuilds_state(model: Any) -> bool:
+        """Whether the planner rebuilds ``model``'s state from one ``Real-v0`` observation
+        (the ``ensemble`` family with ``frame_stack=1``); otherwise it needs ``real_env``."""
+        return bool(model.family == "ensemble" and tuple(model.spec.frame_shape)[0] == 1)
 
     # --- the SB3 face ---------------------------------------------------------------------
     def predict(
