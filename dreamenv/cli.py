@@ -132,6 +132,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     policy = None
+    if args.agent and args.hold != 1:
+        raise SystemExit("error: --hold sets the random policy; drop it with --agent.")
     if args.agent:
         from dreamenv.sb3 import AgentPolicy, load_agent
 
@@ -141,6 +143,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             )
         agent = load_agent(args.agent, args.device, allow_pickle=args.allow_pickle)
         policy = AgentPolicy(agent, args.checkpoint, args.temperature, args.device)
+    elif args.hold != 1:
+        from dreamenv.data.collect import HeldRandomPolicy
+        from dreamenv.errors import ConfigError
+
+        try:
+            policy = HeldRandomPolicy(spec.action_spec, args.hold)
+        except ConfigError as err:
+            raise SystemExit(f"error: --hold: {err}") from err
     store = collect(
         args.out,
         spec,
@@ -504,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk-steps", type=int, default=4096)
     p.add_argument("--agent", help="an agent directory to act (default: random policy)")
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=1.0,
+        help="random policy: hold each random action for this many steps on average "
+        "(temporally correlated exploration; default 1: a fresh action every step)",
+    )
     p.add_argument("--checkpoint", help="the checkpoint whose observations the agent takes")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--device", default="cpu")

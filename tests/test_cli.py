@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dreamenv.cli import main
@@ -138,6 +139,20 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys) -> None:
 def test_collect_agent_needs_checkpoint(tmp_path) -> None:
     with pytest.raises(SystemExit, match="--agent needs --checkpoint"):
         main(["collect", "pong", "--out", str(tmp_path / "d"), "--steps", "10", "--agent", "x.zip"])
+
+
+def test_collect_holds_random_actions(tmp_path) -> None:
+    out = tmp_path / "d"
+    argv = ["--quiet", "collect", "Pendulum-v1", "--out", str(out), "--steps", "64", "--envs", "2"]
+    assert main([*argv, "--hold", "1000"]) == 0
+    from dreamenv.data.store import EpisodeStore
+
+    actions = np.concatenate([e.actions for e in EpisodeStore.open(out).episodes()])
+    assert len(np.unique(actions)) <= 4  # one held action per env, rarely redrawn
+    with pytest.raises(SystemExit, match=r"--hold: hold must be a number of steps >= 1"):
+        main([*argv, "--hold", "0.5"])
+    with pytest.raises(SystemExit, match="--hold sets the random policy; drop it with --agent"):
+        main([*argv, "--hold", "4", "--agent", "a", "--checkpoint", "c"])
 
 
 def test_module_entry_point() -> None:

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from dreamenv.data.collect import RandomPolicy, collect
+from dreamenv.data.collect import HeldRandomPolicy, RandomPolicy, collect
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec, stack_frames
 from dreamenv.envs.sources import make_source_vector, preprocess_image
@@ -191,3 +191,26 @@ def test_random_policy_of_a_box_stays_in_bounds() -> None:
     actions = policy(np.zeros((500, 1)), np.random.default_rng(0))
     assert actions.shape == (500, 2) and actions.dtype == np.float32
     assert actions[:, 0].min() >= -1 and actions[:, 1].max() <= 0.5 and actions[:, 1].min() >= 0
+
+
+@pytest.mark.parametrize(
+    "spec", [ActionSpec("continuous", 2, (-1.0, 0.0), (1.0, 0.5)), ActionSpec.discrete(6)]
+)
+def test_held_random_actions_repeat_for_the_mean_hold(spec) -> None:
+    policy = HeldRandomPolicy(spec, hold=8)
+    rng = np.random.default_rng(0)
+    actions = np.stack([policy(np.zeros((64, 1)), rng) for _ in range(400)], 1)  # (env, t)
+    changed = (actions[:, 1:] != actions[:, :-1]).reshape(64, 399, -1).any(-1)
+    # a fresh draw every 8 steps on average (a discrete draw may repeat the action: 5/6 change)
+    rate = changed.mean() / (5 / 6 if spec.kind == "discrete" else 1.0)
+    assert 1 / 9 < rate < 1 / 7
+    if spec.kind == "continuous":
+        assert actions[..., 0].min() >= -1 and actions[..., 1].max() <= 0.5
+    fresh = HeldRandomPolicy(spec, hold=1)
+    steps = np.stack([fresh(np.zeros((64, 1)), rng) for _ in range(50)], 1)
+    assert (steps[:, 1:] != steps[:, :-1]).reshape(64, 49, -1).any(-1).mean() > 0.8
+
+
+def test_held_random_policy_rejects_a_hold_below_one() -> None:
+    with pytest.raises(ConfigError, match=r"hold must be a number of steps >= 1.*got 0.5"):
+        HeldRandomPolicy(ActionSpec.discrete(3), hold=0.5)
