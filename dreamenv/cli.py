@@ -128,10 +128,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from dreamenv.data.collect import collect
+    from dreamenv.data.collect import Policy, collect
 
     spec = spec_from_args(args)
-    policy = None
+    policy: Policy | None = None
     if args.agent and args.hold != 1:
         raise SystemExit("error: --hold sets the random policy; drop it with --agent.")
     if args.agent:
