@@ -128,7 +128,11 @@ def save_checkpoint(
     def write_bank(p: Path) -> None:
         with open(p, "wb") as f:
             np.savez_compressed(
-                f, frames=start_bank.frames, actions=start_bank.actions, stack=start_bank.stack
+                f,
+                frames=start_bank.frames,
+                actions=start_bank.actions,
+                stack=start_bank.stack,
+                resets=start_bank.resets,
             )
 
     writers: dict[str, Callable[[Path], object]] = {
@@ -149,7 +153,11 @@ def save_checkpoint(
         "num_actions": model.num_actions,
         "actions": model.actions.to_dict(),
         "action_meanings": list(action_meanings),
-        "start_bank": {"size": start_bank.size, "context": start_bank.context},
+        "start_bank": {
+            "size": start_bank.size,
+            "context": start_bank.context,
+            "resets": start_bank.resets,
+        },
         "files": sorted(writers),
         **(extra or {}),
     }
@@ -282,6 +290,11 @@ def _check_bank(bank: StartBank, file: Path, spec: Any, action_spec: ActionSpec)
     frames, actions = bank.frames, bank.actions
     num_actions = action_spec.n
     fix = "Save the checkpoint again with a start bank built from this game's store."
+    if not 0 <= bank.resets <= len(frames):
+        raise CheckpointError(
+            f"{file} marks {bank.resets} of its {len(frames)} starts as episode starts; "
+            f"expected 0 to {len(frames)}. {fix}"
+        )
     if bank.stack != spec.frame_stack:
         raise CheckpointError(
             f"{file} stacks {bank.stack} frames per observation; the spec stacks "
@@ -407,7 +420,8 @@ def _load(path: Path, family: str | None, game: str | None) -> Checkpoint:
         raise CheckpointError(f"Checkpoint {str(path)!r} has no {BANK_FILE}; it is incomplete.")
     try:
         with np.load(bank_file, allow_pickle=False) as data:
-            bank = StartBank(data["frames"], data["actions"], int(data["stack"]))
+            resets = int(data["resets"]) if "resets" in data else 0  # older banks: none
+            bank = StartBank(data["frames"], data["actions"], int(data["stack"]), resets)
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError) as err:
         raise CheckpointError(
             f"{bank_file} is unreadable ({err}); the file is truncated or damaged."

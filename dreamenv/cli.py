@@ -278,6 +278,7 @@ def _cmd_dream(args: argparse.Namespace) -> int:
         reward_mode=args.reward_mode,
         use_termination=args.use_termination,
         burn_in=args.burn_in,
+        reset_share=args.reset_share,
         temperature=args.temperature,
         device=args.device,
     )
@@ -634,6 +635,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=dream_defaults.burn_in,
         help=f"real observations each dream episode starts from (default {dream_defaults.burn_in})",
+    )
+    p.add_argument(
+        "--reset-share",
+        type=float,
+        default=dream_defaults.reset_share,
+        help="share of dream episodes that start where real episodes start, after a reset "
+        f"(1: as the real env; default {dream_defaults.reset_share}: anywhere in the data)",
     )
     p.add_argument(
         "--temperature",

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
+from dreamenv.envs.options import check_reset_share
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import State, WorldModel
 from dreamenv.precision import Precision, autocast, check_precision
@@ -260,10 +261,13 @@ class Imagination:
         self.action_dtype = torch.float32 if self.continuous else torch.int64
 
     # --- starts ---------------------------------------------------------------------------
-    def from_start_bank(self, batch: int, seed: int | None = 0, burn_in: int = 4) -> Start:
+    def from_start_bank(
+        self, batch: int, seed: int | None = 0, burn_in: int = 4, reset_share: float = 0.0
+    ) -> Start:
         """``batch`` starts drawn from the checkpoint's start bank as ``Dream-v0`` draws
         them (row ``i`` as a dream env reset with ``seed + i``), burnt in over the last
-        ``burn_in`` real observations of each start context."""
+        ``burn_in`` real observations of each start context; ``reset_share`` as
+        :attr:`~dreamenv.envs.options.DreamOptions.reset_share`."""
         check_count(batch, "batch")
         if self.checkpoint is None:
             raise ConfigError(
@@ -280,7 +284,8 @@ class Imagination:
         rng = seeded_rng(batch, seed, self.device)
         with torch.inference_mode():
             u = rng.uniform(())
-        starts = (u * bank.size).long().clamp_(max=bank.size - 1).cpu().numpy()
+        check_reset_share(reset_share)
+        starts = bank.pick(u, reset_share).cpu().numpy()
         obs = bank.observations(burn_in, starts)
         actions = bank.actions[starts, bank.context - burn_in :]
         return self.from_observations(obs, actions, rng=rng)

@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", default="mean", help="mean (the paper's) or best candidate")
     p.add_argument("--eval-episodes", type=int, default=64, help="dream episodes of the mean")
     p.add_argument("--precision", default="float32", help="float32, or bfloat16 autocast")
+    p.add_argument(
+        "--reset-share", type=float, default=0.0, help="share of dreams from real episode starts"
+    )
     # the real env
     p.add_argument("--episodes", type=int, default=32, help="real episodes of each policy")
     p.add_argument("--num-envs", type=int, default=16, help="real envs played at once")
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         keep=args.keep,
         eval_episodes=args.eval_episodes,
         precision=args.precision,
+        reset_share=args.reset_share,
         seed=args.seed,
     )
     t0 = time.perf_counter()

@@ -13,10 +13,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import dreamenv
-from dreamenv import CheckpointError, load_checkpoint, save_checkpoint
+from dreamenv import CheckpointError, ConfigError, load_checkpoint, save_checkpoint
 from dreamenv.atomic_files import COMMIT_DIR, MANIFEST_FILE
 from dreamenv.checkpoint import BANK_FILE, CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE
 from dreamenv.data.store import EpisodeStore
+from dreamenv.envs.options import DreamOptions
+from dreamenv.envs.vector import DreamVectorEnv
 from dreamenv.random_streams import BatchRandom, key_from_seed
 
 
@@ -73,7 +75,8 @@ def test_load_gives_an_eval_model_and_its_start_bank(checkpoint_dir: Path, tiny_
     assert not ckpt.model.training
     assert ckpt.spec.game == "pong"
     assert ckpt.action_meanings[:2] == ("NOOP", "FIRE")
-    assert ckpt.start_bank.size == tiny_fit_config.start_bank_size
+    assert ckpt.start_bank.size == tiny_fit_config.start_bank_size + ckpt.start_bank.resets
+    assert 1 <= ckpt.start_bank.resets <= tiny_fit_config.start_bank_size
     assert ckpt.start_bank.context == tiny_fit_config.start_context
     assert ckpt.start_bank.frames.dtype == np.uint8
     assert ckpt.config["format_version"] == FORMAT_VERSION
@@ -85,7 +88,7 @@ def test_checkpoint_holds_no_pickle(checkpoint_dir: Path) -> None:
     assert {CONFIG_FILE, WEIGHTS_FILE, BANK_FILE} <= names
     assert not [n for n in names if n.endswith((".pt", ".pth", ".pkl", ".pickle"))]
     with np.load(checkpoint_dir / BANK_FILE, allow_pickle=False) as data:
-        assert set(data.files) == {"frames", "actions", "stack"}
+        assert set(data.files) == {"frames", "actions", "stack", "resets"}
 
 
 def test_save_load_round_trip_is_exact(
@@ -303,9 +306,31 @@ def test_start_bank_of_another_frame_shape(damaged: Path) -> None:
     _edit_bank(damaged, frames=frames[:, :, :32, :32])
     with pytest.raises(
         CheckpointError,
-        match=r"holds frames of shape \(16, 7, 32, 32\).*uint8 \(N, context \+ 3, 96, 96\)",
+        match=r"holds frames of shape \(19, 7, 32, 32\).*uint8 \(N, context \+ 3, 96, 96\)",
     ):
         load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize("resets", [-1, 20])
+def test_start_bank_with_a_bad_count_of_episode_starts(damaged: Path, resets: int) -> None:
+    _edit_bank(damaged, resets=np.array(resets))
+    with pytest.raises(
+        CheckpointError, match=rf"marks {resets} of its 19 starts as episode starts; expected 0"
+    ):
+        load_checkpoint(damaged)
+
+
+def test_start_bank_without_episode_starts_still_loads(damaged: Path) -> None:
+    with np.load(damaged / BANK_FILE) as data:  # as dreamenv wrote banks before they had them
+        arrays = {
+            k: data[k][:16] if k != "stack" else data[k] for k in ("frames", "actions", "stack")
+        }
+    with open(damaged / BANK_FILE, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    ckpt = load_checkpoint(damaged)
+    assert (ckpt.start_bank.size, ckpt.start_bank.resets) == (16, 0)
+    with pytest.raises(ConfigError, match=r"reset_share=1.0 draws dream starts from real episode"):
+        DreamVectorEnv(ckpt, 2, options=DreamOptions(reset_share=1.0))
 
 
 def test_start_bank_whose_actions_do_not_fit_its_frames(damaged: Path) -> None:
@@ -313,7 +338,7 @@ def test_start_bank_whose_actions_do_not_fit_its_frames(damaged: Path) -> None:
         actions = data["actions"]
     _edit_bank(damaged, actions=actions[:, :-1])
     with pytest.raises(
-        CheckpointError, match=r"holds actions of shape \(16, 2\) .*expected integer"
+        CheckpointError, match=r"holds actions of shape \(19, 2\) .*expected integer"
     ):
         load_checkpoint(damaged)
 

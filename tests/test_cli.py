@@ -234,7 +234,7 @@ def test_dream_options_come_whole_with_dreamoptions_defaults(
     for flags in (
         [],
         "--horizon 7 --reward-mode mean --burn-in 2 --temperature 0.5 --no-termination "
-        "--obs-type embeddings --verbose 1 --tensorboard tb".split(),
+        "--obs-type embeddings --reset-share 0.5 --verbose 1 --tensorboard tb".split(),
     ):
         with pytest.raises(_Stop):
             main(["dream", "ckpt", "--out", str(tmp_path / "a"), *flags])
@@ -247,6 +247,7 @@ def test_dream_options_come_whole_with_dreamoptions_defaults(
         temperature=0.5,
         use_termination=False,
         obs_type="embeddings",
+        reset_share=0.5,
     )
     assert seen[1]["verbose"] == 1 and seen[1]["tensorboard_log"] == "tb"
     with pytest.raises(_Stop):

@@ -594,6 +594,8 @@ def test_step_before_reset(ckpt: dreamenv.Checkpoint, cls: type) -> None:
         ({"burn_in": 0}, r"burn_in must be a positive int \(default 4\), got 0"),
         ({"horizn": 9}, r"Unknown dream option 'horizn'.*Did you mean 'horizon'\?"),
         ({"use_termination": "no"}, r"use_termination must be True or False, got 'no'"),
+        ({"reset_share": 1.5}, r"reset_share must be a number in \[0, 1\] .*got 1.5"),
+        ({"reset_share": "all"}, r"reset_share must be a number in \[0, 1\] .*got 'all'"),
     ],
 )
 def test_bad_options(checkpoint_dir: Path, kwargs: dict, message: str) -> None:
@@ -601,6 +603,19 @@ def test_bad_options(checkpoint_dir: Path, kwargs: dict, message: str) -> None:
         gym.make("dreamenv/Dream-v0", checkpoint=checkpoint_dir, **kwargs)
     with pytest.raises(ConfigError, match=message):
         DreamVectorEnv(checkpoint_dir, 2, **kwargs)
+
+
+@pytest.mark.parametrize(("share", "from_resets"), [(0.0, False), (1.0, True)])
+def test_reset_share_starts_dreams_where_real_episodes_start(
+    ckpt: dreamenv.Checkpoint, share: float, from_resets: bool
+) -> None:
+    bank = ckpt.start_bank
+    env = DreamVectorEnv(ckpt, 8, reset_share=share)
+    env.reset(seed=0)
+    for _ in range(3):
+        env.reset(options={"reset_mask": np.ones(8, bool)})
+    used = np.flatnonzero(env.core._bank_encoded.numpy())  # the entries encoded for a start
+    assert len(used) and ((used >= bank.size - bank.resets) == from_resets).all()
 
 
 @pytest.mark.parametrize("cls", [DreamEnv, DreamVectorEnv, RealEnv, RealVectorEnv])

@@ -52,6 +52,8 @@ def test_bad_settings_name_the_field_and_the_fix(pendulum) -> None:
         CMAESConfig(seed=-3)
     with pytest.raises(ConfigError, match="CMAESConfig.use_termination must be True or False"):
         CMAESConfig(use_termination=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"CMAESConfig.reset_share must be a number in \[0, 1\]"):
+        CMAESConfig(reset_share=-0.1)
     with pytest.raises(ConfigError, match="CMAESConfig.precision must be one of"):
         CMAESConfig(precision="float16")  # type: ignore[arg-type]
     with pytest.raises(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from dreamenv import ConfigError, FitConfig, fit
 from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_episodes
@@ -64,12 +67,40 @@ def test_start_bank_observations_match_stack_frames() -> None:
     ep = episode(30)
     bank = build_start_bank([ep], size=5, context=4, stack=3, seed=0)
     obs = bank.observations(4)
-    assert obs.shape == (5, 4, 3, 8, 8) and bank.actions.shape == (5, 3)
-    for n in range(5):  # every stacked observation is a real one of the episode
+    assert bank.resets == 1 and bank.size == 6
+    assert obs.shape == (6, 4, 3, 8, 8) and bank.actions.shape == (6, 3)
+    for n in range(6):  # every stacked observation is a real one of the episode
         positions = [
             t for t in range(31) if (stack_frames(ep.frames, np.array(t), 3) == obs[n, -1]).all()
         ]
         assert positions and 3 <= positions[0] <= 29
+
+
+def test_start_bank_keeps_each_episode_start_after_the_random_starts() -> None:
+    eps = [episode(30, seed=i) for i in range(3)]
+    bank = build_start_bank(eps, size=5, context=4, stack=3, seed=0)
+    assert (bank.size, bank.resets) == (8, 3)
+    for k, ep in enumerate(eps):  # entry 5 + k: the first 4 observations of episode k
+        expected = stack_frames(ep.frames, np.arange(4), 3)
+        np.testing.assert_array_equal(bank.observations(4)[5 + k], expected)
+        np.testing.assert_array_equal(bank.actions[5 + k], ep.actions[:3])
+    few = build_start_bank(eps, size=2, context=4, stack=3, seed=0)
+    assert (few.size, few.resets) == (4, 2)  # at most `size` episode starts
+
+
+def test_pick_draws_reset_entries_by_their_share() -> None:
+    eps = [episode(30, seed=i) for i in range(4)]
+    bank = build_start_bank(eps, size=10, context=4, stack=3, seed=0)
+    u = torch.rand(4000, generator=torch.Generator().manual_seed(0))
+    anywhere = bank.pick(u, 0.0)
+    assert anywhere.max() < 10 and len(anywhere.unique()) == 10
+    torch.testing.assert_close(anywhere, (u * 10).long())  # as banks without reset entries
+    resets = bank.pick(u, 1.0)
+    assert resets.min() == 10 and len(resets.unique()) == 4
+    mixed = bank.pick(u, 0.25)
+    assert 0.2 < (mixed >= 10).float().mean() < 0.3 and len(mixed.unique()) == 14
+    with pytest.raises(ConfigError, match=r"reset_share=0.5 draws dream starts from real episode"):
+        dataclasses.replace(bank, resets=0).pick(u, 0.5)
 
 
 def test_split_keeps_some_episodes_for_validation() -> None:

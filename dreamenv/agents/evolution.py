@@ -67,6 +67,7 @@ from dreamenv.agents.overrides import with_overrides
 from dreamenv.atomic_files import write_atomic
 from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import resolve_checkpoint
+from dreamenv.envs.options import check_reset_share
 from dreamenv.errors import CheckpointError, ConfigError
 from dreamenv.imagine import (
     REWARD_MODES,
@@ -134,6 +135,9 @@ class CMAESConfig:
     """Endings as the head's probabilities, or sampled 0/1 ends (a hard game over)."""
     burn_in: int = 4
     """Real observations of each start-bank context the model is burnt in over."""
+    reset_share: float = 0.0
+    """Share of dream episodes that start at a real episode's start (as
+    :attr:`~dreamenv.envs.options.DreamOptions.reset_share`; 1.0: as the real env resets)."""
     precision: Precision = "float32"
     """``"bfloat16"``: imagined steps under bfloat16 autocast (faster on CPUs with AMX)."""
 
@@ -180,6 +184,7 @@ class CMAESConfig:
             raise ConfigError(
                 f"CMAESConfig.use_termination must be True or False, got {self.use_termination!r}."
             )
+        check_reset_share(self.reset_share, "CMAESConfig.reset_share")
         check_precision(self.precision, "CMAESConfig.precision")
 
 
@@ -362,6 +367,7 @@ class CMAESController:
             ),
         )
         bank = self.checkpoint.start_bank
+        bank.pick(torch.zeros(0), config.reset_share)  # a bank that has the starts it asks for
         if config.burn_in > bank.context:
             raise ConfigError(
                 f"CMAESConfig.burn_in={config.burn_in} exceeds the start bank's context of "
@@ -465,7 +471,9 @@ class CMAESController:
                 f"params must have shape (P, {self.num_params}), got {tuple(p.shape)}."
             )
         c = self.config
-        start = self.imagination.from_start_bank(p.shape[0] * c.episodes, seed, c.burn_in)
+        start = self.imagination.from_start_bank(
+            p.shape[0] * c.episodes, seed, c.burn_in, c.reset_share
+        )
         return self.rollout_returns(start, p).view(p.shape[0], c.episodes)
 
     def rollout_returns(self, start: Start, params: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from dreamenv.data.store import Episode
 from dreamenv.envs.atari import merge_stack, stack_frames
-from dreamenv.errors import DatasetError
+from dreamenv.errors import ConfigError, DatasetError
 
 
 def split_episodes(
@@ -126,10 +127,38 @@ class StartBank:
     taken between the context observations."""
     stack: int
     """Frames per observation."""
+    resets: int = 0
+    """How many entries, the last ones, start where a real episode starts (the context is
+    the first observations after a real reset); the others start anywhere in the data."""
 
     @property
     def size(self) -> int:
         return len(self.frames)
+
+    def pick(self, u: torch.Tensor, reset_share: float = 0.0) -> torch.Tensor:
+        """Entries for uniforms ``u`` in [0, 1): with ``reset_share`` 0 any entry but the
+        reset ones, with 1 only reset ones, in between a ``reset_share`` of draws (the
+        smallest ``u``) from the reset entries. One uniform a draw, so a draw with
+        ``reset_share`` 0 is the one an older bank without reset entries gives.
+
+        Example:
+            >>> bank.pick(torch.rand(16), reset_share=1.0)  # as the real env's reset
+        """
+        if reset_share > 0 and self.resets == 0:
+            raise ConfigError(
+                f"reset_share={reset_share} draws dream starts from real episode starts, but "
+                "this checkpoint's start bank holds none (it was saved before dreamenv kept "
+                "them); fit it again (a resumed fit saves a new bank), or use reset_share=0."
+            )
+        anywhere = self.size - self.resets
+        if reset_share <= 0 or anywhere == 0:
+            return (u * anywhere).long().clamp_(max=anywhere - 1)
+        if reset_share >= 1:
+            return anywhere + (u * self.resets).long().clamp_(max=self.resets - 1)
+        first = u < reset_share
+        at_reset = anywhere + (u / reset_share * self.resets).long().clamp_(max=self.resets - 1)
+        rest = ((u - reset_share) / (1 - reset_share) * anywhere).long()
+        return torch.where(first, at_reset, rest.clamp_(0, anywhere - 1))
 
     @property
     def context(self) -> int:
@@ -148,7 +177,9 @@ class StartBank:
 def build_start_bank(
     episodes: list[Episode], size: int, context: int, stack: int, seed: int = 0
 ) -> StartBank:
-    """``size`` random starts (with ``context`` observations of history) from ``episodes``."""
+    """``size`` random starts (with ``context`` observations of history) from ``episodes``,
+    then the start of each episode (at most ``size`` of them, drawn at random), as the
+    :attr:`StartBank.resets` entries."""
     usable = [e for e in episodes if len(e) >= context]
     if not usable:
         raise DatasetError(
@@ -166,4 +197,11 @@ def build_start_bank(
         pos = np.clip(np.arange(first - stack + 1, t + 1), 0, None)
         frames.append(ep.frames[pos])
         actions.append(ep.actions[first:t])
-    return StartBank(np.stack(frames), np.stack(actions), stack)
+    firsts = np.arange(len(usable))
+    if len(firsts) > size:
+        firsts = np.sort(np.random.default_rng([seed, 1]).choice(len(usable), size, replace=False))
+    for i in firsts:
+        pos = np.clip(np.arange(1 - stack, context), 0, None)
+        frames.append(usable[i].frames[pos])
+        actions.append(usable[i].actions[: context - 1])
+    return StartBank(np.stack(frames), np.stack(actions), stack, resets=len(firsts))

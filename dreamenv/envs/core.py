@@ -73,6 +73,7 @@ class DreamCore:
         check_num_envs(num_envs)
         ckpt = resolve_checkpoint(checkpoint, options.device, game)
         options = options.resolved(ckpt.start_bank.context, ckpt.model.obs_types)
+        ckpt.start_bank.pick(torch.zeros(0), options.reset_share)  # a bank that has them
         self.checkpoint = ckpt
         self.model = ckpt.model
         self.options = options
@@ -143,7 +144,7 @@ class DreamCore:
         """Start new episodes in envs ``index`` from random real contexts of the start bank."""
         idx = torch.as_tensor(index, dtype=torch.int64, device=self.device)
         u = self.rng.uniform((), idx)
-        starts = (u * self.bank_size).long().clamp_(max=self.bank_size - 1)
+        starts = self.checkpoint.start_bank.pick(u, self.options.reset_share)
         latent, state = self.model.initial_state(
             self.bank_embeddings(starts), self.bank_actions[starts]
         )

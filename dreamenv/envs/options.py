@@ -43,6 +43,11 @@ class DreamOptions:
     """End episodes when the model's termination head samples True."""
     burn_in: int = 4
     """Real observations each episode starts from (the last is the first observation)."""
+    reset_share: float = 0.0
+    """Share of episodes that start where a real episode starts (its first observations
+    after a reset, from the start bank's episode starts); the others start anywhere in the
+    real data. 1.0 starts the dream as the real env's ``reset`` does (for envs whose start
+    differs from the rest of an episode, e.g. a car on the track at the start line)."""
     device: str = "cpu"
     """Torch device of the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``."""
     temperature: float = 1.0
@@ -81,6 +86,7 @@ class DreamOptions:
             and self.burn_in >= 1
         ):
             raise ConfigError(f"burn_in must be a positive int (default 4), got {self.burn_in!r}.")
+        check_reset_share(self.reset_share)
         check_device(self.device)
         check_precision(self.precision)
 
@@ -136,3 +142,13 @@ def check_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} but CUDA is not available here; use device='cpu'.")
     return dev
+
+
+def check_reset_share(value: object, name: str = "reset_share") -> None:
+    """A share in [0, 1] of dream starts drawn from real episode starts, or a ConfigError."""
+    number = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not (number and 0.0 <= float(value) <= 1.0):  # type: ignore[arg-type]
+        raise ConfigError(
+            f"{name} must be a number in [0, 1] (the share of dream episodes that start at a "
+            f"real episode's start; default 0.0), got {value!r}."
+        )

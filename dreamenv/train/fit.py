@@ -93,7 +93,8 @@ class FitConfig:
     checkpoint_every_minutes: float = 10.0
     """Also save when this many minutes passed since the last save (mid-epoch too)."""
     start_bank_size: int = 1024
-    """Real starts saved with the checkpoint for dream episodes."""
+    """Real starts saved with the checkpoint for dream episodes, drawn anywhere in the data;
+    the start of each training episode (at most as many) is saved beside them."""
     start_context: int = 8
     """Observations of history per start (the dream env's largest ``burn_in``)."""
     seed: int = 0
