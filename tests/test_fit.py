@@ -276,11 +276,16 @@ def test_fit_continues_a_run_saved_by_the_previous_version(
     assert set(_state(run_dir)) >= {"family", "model_overrides", "random"}
 
 
-def test_fit_continues_with_other_save_intervals(
-    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_fit_continues_with_other_save_intervals_and_precision(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig, precision: str
 ) -> None:
     config = dataclasses.replace(
-        tiny_fit_config, epochs=3, checkpoint_every_minutes=0.0, checkpoint_every_epochs=2
+        tiny_fit_config,
+        epochs=3,
+        checkpoint_every_minutes=0.0,
+        checkpoint_every_epochs=2,
+        precision=precision,
     )
     dreamenv.fit(store_dir, run_dir, preset="tiny", config=config, progress=False)
     assert _progress(run_dir) == {"epoch": 3, "update": 0, "updates_total": 9}

@@ -49,7 +49,7 @@ from dreamenv.precision import Precision, autocast, check_precision
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.csv"
-FREE_FIELDS = ("checkpoint_every_epochs", "checkpoint_every_minutes", "device")
+FREE_FIELDS = ("checkpoint_every_epochs", "checkpoint_every_minutes", "device", "precision")
 """The FitConfig fields a continued run may change (besides ``epochs``, which may grow)."""
 
 
@@ -58,8 +58,8 @@ class FitConfig:
     """How a world model is trained (family-agnostic).
 
     A run continued in the same directory keeps these settings: ``epochs`` may grow (to
-    train on), ``checkpoint_every_epochs``, ``checkpoint_every_minutes`` and ``device``
-    may change (they do not change what is learnt); any other change is a
+    train on), ``checkpoint_every_epochs``, ``checkpoint_every_minutes``, ``device`` and
+    ``precision`` may change (the machine's, not what is learnt); any other change is a
     :class:`ConfigError` (start the new run in another directory).
     """
 
