@@ -148,7 +148,8 @@ class StartBank:
             raise ConfigError(
                 f"reset_share={reset_share} draws dream starts from real episode starts, but "
                 "this checkpoint's start bank holds none (it was saved before dreamenv kept "
-                "them); fit it again (a resumed fit saves a new bank), or use reset_share=0."
+                "them); continue its fit (a larger --epochs: the continued fit saves a new bank), "
+                "or use reset_share=0."
             )
         anywhere = self.size - self.resets
         if reset_share <= 0 or anywhere == 0:
