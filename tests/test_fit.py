@@ -437,3 +437,22 @@ def test_fit_killed_with_sigkill_resumes_the_same_run(store_dir: Path, tmp_path:
     dreamenv.fit(store_dir, out, preset="tiny", config=KILLED, progress=False)
     assert _progress(out) == {"epoch": 3, "update": 0, "updates_total": 18}
     _assert_same_run(out, reference)
+
+
+def test_cli_fit_passes_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from dreamenv.cli import main
+
+    fit_module = importlib.import_module("dreamenv.train.fit")  # the package's fit is the function
+    seen: list[FitConfig] = []
+
+    def capture(store, out, **kwargs):
+        seen.append(kwargs["config"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "fit", capture)
+    for flags in ([], ["--precision", "bfloat16"]):
+        with pytest.raises(KeyboardInterrupt):
+            main(["fit", "store", "--out", str(tmp_path / "m"), "--warmup-epochs", "0", *flags])
+    assert [c.precision for c in seen] == ["float32", "bfloat16"]
