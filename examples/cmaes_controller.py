@@ -8,8 +8,9 @@ CMA-ES only in the dream of a checkpoint, then play it and a random policy in th
     # an Atari game with the discrete family, the dream harder than trained (tau = 1.15)
     python examples/cmaes_controller.py --env pong --family discrete --preset small \
         --collect-steps 20000 --temperature 1.15 --generations 50
-    # a checkpoint you already have
-    python examples/cmaes_controller.py --checkpoint runs/gym/pendulum/model --generations 20
+    # a checkpoint you already have; dreams from real episode starts (README: CarRacing-v3)
+    python examples/cmaes_controller.py --checkpoint runs/car/model --generations 40 \
+        --population 32 --rollouts 8 --horizon 50 --reset-share 1
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def make_checkpoint(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.episodes < 2:
+        raise SystemExit(
+            f"error: --episodes must be >= 2 (a mean ± std and a t-test), got {args.episodes}"
+        )
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint or make_checkpoint(args))
     controller = CMAESController(

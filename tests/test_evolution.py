@@ -264,7 +264,7 @@ def test_the_example_runs_with_tiny_arguments(pendulum, tmp_path: Path) -> None:
             str(ROOT / "examples/cmaes_controller.py"),
             *("--checkpoint", str(pendulum)),
             *("--generations", "2", "--population", "4", "--rollouts", "2", "--horizon", "3"),
-            *("--episodes", "2", "--num-envs", "2", "--max-steps", "4"),
+            *("--episodes", "2", "--num-envs", "2", "--max-steps", "4", "--reset-share", "0.5"),
             *("--save", str(tmp_path / "controller.safetensors")),
             *("--json", str(tmp_path / "result.json")),
         ],
@@ -278,3 +278,7 @@ def test_the_example_runs_with_tiny_arguments(pendulum, tmp_path: Path) -> None:
     result = json.loads((tmp_path / "result.json").read_text())
     assert len(result["controller_returns"]) == 2 and len(result["history"]) == 2
     assert (tmp_path / "controller.safetensors").is_file()
+    assert result["settings"]["reset_share"] == 0.5
+    bad = [sys.executable, str(ROOT / "examples/cmaes_controller.py"), "--episodes", "1"]
+    proc = subprocess.run(bad, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 1 and "--episodes must be >= 2" in proc.stderr
