@@ -233,7 +233,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"family      {model.family}")
     print(f"game        {ckpt.spec.game}  ({', '.join(ckpt.action_meanings)})")
     print(f"spec        {ckpt.spec}")
-    print(f"start bank  {ckpt.start_bank.size} starts x {ckpt.start_bank.context} observations")
+    bank = ckpt.start_bank
+    print(
+        f"start bank  {bank.size} starts x {bank.context} observations "
+        f"({bank.resets} of them where a real episode starts)"
+    )
     if "training" in ckpt.config:
         print(f"training    {ckpt.config['training']}")
     print("parameters:")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -77,6 +78,7 @@ def test_collect_fit_dream_evaluate(tmp_path, capsys) -> None:
     assert main(["info", str(model)]) == 0
     info = capsys.readouterr().out
     assert "dynamics" in info and "total" in info and "pong" in info
+    assert re.search(r"start bank  \d+ starts x 8 observations \(\d+ of them where a real", info)
     assert (
         main(["--quiet", "dream", str(model), "--out", str(agent), "--steps", "100", "--envs", "2"])
         == 0
