@@ -373,6 +373,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("temperature", args.temperature),
             ("screen_size", args.screen_size),
             ("use_termination", {"on": True, "off": False, None: None}[args.dream_termination]),
+            ("reset_share", args.reset_share),
             ("preset", args.model_preset),
             ("family", args.family),
             ("precision", args.precision),
@@ -719,6 +720,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dream-termination",
         choices=("on", "off"),
         help="end dream episodes when the termination head says so (default: the preset's)",
+    )
+    p.add_argument(
+        "--reset-share",
+        type=float,
+        help="share of dream episodes that start where real episodes start (default: the "
+        "preset's, 0)",
     )
     p.add_argument("--model-preset", help="world-model size: small, paper")
     p.add_argument("--family", help="world-model family (default: the preset's, discrete)")

@@ -261,13 +261,19 @@ def test_dream_options_come_whole_with_dreamoptions_defaults(
     assert seen[2]["policy_kwargs"] == {"net_arch": [8]}
 
 
-def test_train_passes_tensorboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_passes_tensorboard_and_reset_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import dreamenv.train.loop
 
     seen: list[dict] = []
-    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(k) or [])
+    monkeypatch.setattr(
+        dreamenv.train.loop, "train", lambda *a, **k: seen.append({**k, "config": a[2]}) or []
+    )
     assert main(["train", "pong", "--run-dir", str(tmp_path), "--tensorboard", "tb"]) == 0
     assert seen[0]["tensorboard_log"] == "tb"
+    assert main(["train", "pong", "--run-dir", str(tmp_path / "b"), "--reset-share", "1"]) == 0
+    assert seen[0]["config"].reset_share == 0.0 and seen[1]["config"].reset_share == 1.0
 
 
 def _killed_dream(checkpoint: Path, out: Path, kill) -> int:

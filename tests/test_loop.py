@@ -466,6 +466,8 @@ def test_bad_precisions_are_clear_errors() -> None:
     from dreamenv.envs.options import DreamOptions
     from dreamenv.sb3.extractor import LatentExtractor
 
+    with pytest.raises(ConfigError, match=r"LoopConfig.reset_share must be a number in \[0, 1\]"):
+        LoopConfig(reset_share=2.0)
     with pytest.raises(ConfigError, match="LoopConfig.precision must be one of"):
         LoopConfig(precision="fp16")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="FitConfig.precision must be one of"):
@@ -491,3 +493,24 @@ def test_a_run_saved_before_newer_settings_resumes_at_their_defaults(run_dir: Pa
         ConfigError, match="loop.precision: the run has \\(not set\\), this call 'bfloat16'"
     ):
         check_resume(run_dir, saved, {**saved, "loop": changed})
+
+
+def test_the_loop_dreams_from_real_starts_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dreamenv.sb3
+
+    seen: list = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(checkpoint, steps, **kwargs):
+        seen.append(kwargs["options"])
+        raise Stop
+
+    monkeypatch.setattr(dreamenv.sb3, "train_in_dream", capture)
+    config = dataclasses.replace(TINY_LOOP, iterations=1, reset_share=1.0)
+    with pytest.raises(Stop):
+        train("pong", tmp_path / "run", config, spec=SPEC, progress=False)
+    assert seen[0].reset_share == 1.0

@@ -41,6 +41,7 @@ from dreamenv.atomic_files import write_atomic, write_json
 from dreamenv.data.collect import collect
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
+from dreamenv.envs.options import check_reset_share
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import get_family
 from dreamenv.precision import Precision, check_precision
@@ -92,6 +93,9 @@ class LoopConfig:
     use_termination: bool = True
     """End dream episodes when the termination head says so; False ends them only at the
     horizon, as the paper does."""
+    reset_share: float = 0.0
+    """Share of dream episodes that start where real episodes start (``DreamOptions``'s
+    option; 0: anywhere in the data, as the paper)."""
     ppo: dict[str, Any] = field(default_factory=dict)
     """PPO settings overriding :data:`dreamenv.sb3.PAPER_PPO`."""
     eval_episodes: int = 32
@@ -108,6 +112,7 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "LoopConfig.precision")
+        check_reset_share(self.reset_share, "LoopConfig.reset_share")
 
     @property
     def total_steps(self) -> int:
@@ -389,6 +394,7 @@ def train(
         dream_options = DreamOptions(
             horizon=config.horizon,
             use_termination=config.use_termination,
+            reset_share=config.reset_share,
             device=device,
             precision=config.precision,
         )
