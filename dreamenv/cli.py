@@ -557,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a model setting (repeatable), e.g. --set jump=4 --set stochastic=categorical",
     )
+    from dreamenv.precision import PRECISIONS
     from dreamenv.train.fit import FitConfig
 
     fit_defaults = FitConfig()
@@ -583,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=kind, default=default, help=f"{note} (default {default})")
     p.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=PRECISIONS,
         default=fit_defaults.precision,
         help="bfloat16: the updates under bfloat16 autocast, faster on CPUs with AMX; a "
         f"continued fit may change it (default {fit_defaults.precision})",

@@ -367,7 +367,7 @@ class CMAESController:
             ),
         )
         bank = self.checkpoint.start_bank
-        bank.pick(torch.zeros(0), config.reset_share)  # a bank that has the starts it asks for
+        bank.require_resets(config.reset_share)
         if config.burn_in > bank.context:
             raise ConfigError(
                 f"CMAESConfig.burn_in={config.burn_in} exceeds the start bank's context of "

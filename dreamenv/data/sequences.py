@@ -135,6 +135,16 @@ class StartBank:
     def size(self) -> int:
         return len(self.frames)
 
+    def require_resets(self, reset_share: float) -> None:
+        """A :class:`ConfigError` if ``reset_share`` asks for episode starts this bank lacks."""
+        if reset_share > 0 and self.resets == 0:
+            raise ConfigError(
+                f"reset_share={reset_share} draws dream starts from real episode starts, but "
+                "this checkpoint's start bank holds none (it was saved before dreamenv kept "
+                "them); continue its fit (a larger --epochs: the continued fit saves a new bank), "
+                "or use reset_share=0."
+            )
+
     def pick(self, u: torch.Tensor, reset_share: float = 0.0) -> torch.Tensor:
         """Entries for uniforms ``u`` in [0, 1): with ``reset_share`` 0 any entry but the
         reset ones, with 1 only reset ones, in between a ``reset_share`` of draws (the
@@ -144,22 +154,15 @@ class StartBank:
         Example:
             >>> bank.pick(torch.rand(16), reset_share=1.0)  # as the real env's reset
         """
-        if reset_share > 0 and self.resets == 0:
-            raise ConfigError(
-                f"reset_share={reset_share} draws dream starts from real episode starts, but "
-                "this checkpoint's start bank holds none (it was saved before dreamenv kept "
-                "them); continue its fit (a larger --epochs: the continued fit saves a new bank), "
-                "or use reset_share=0."
-            )
+        self.require_resets(reset_share)
         anywhere = self.size - self.resets
-        if reset_share <= 0 or anywhere == 0:
+        if reset_share <= 0:
             return (u * anywhere).long().clamp_(max=anywhere - 1)
-        if reset_share >= 1:
-            return anywhere + (u * self.resets).long().clamp_(max=self.resets - 1)
-        first = u < reset_share
         at_reset = anywhere + (u / reset_share * self.resets).long().clamp_(max=self.resets - 1)
-        rest = ((u - reset_share) / (1 - reset_share) * anywhere).long()
-        return torch.where(first, at_reset, rest.clamp_(0, anywhere - 1))
+        if reset_share >= 1:
+            return at_reset
+        rest = ((u - reset_share) / (1 - reset_share) * anywhere).long().clamp_(0, anywhere - 1)
+        return torch.where(u < reset_share, at_reset, rest)
 
     @property
     def context(self) -> int:
@@ -201,8 +204,8 @@ def build_start_bank(
     firsts = np.arange(len(usable))
     if len(firsts) > size:
         firsts = np.sort(np.random.default_rng([seed, 1]).choice(len(usable), size, replace=False))
+    pos = np.clip(np.arange(1 - stack, context), 0, None)  # an episode's first context
     for i in firsts:
-        pos = np.clip(np.arange(1 - stack, context), 0, None)
         frames.append(usable[i].frames[pos])
         actions.append(usable[i].actions[: context - 1])
     return StartBank(np.stack(frames), np.stack(actions), stack, resets=len(firsts))

@@ -73,7 +73,7 @@ class DreamCore:
         check_num_envs(num_envs)
         ckpt = resolve_checkpoint(checkpoint, options.device, game)
         options = options.resolved(ckpt.start_bank.context, ckpt.model.obs_types)
-        ckpt.start_bank.pick(torch.zeros(0), options.reset_share)  # a bank that has them
+        ckpt.start_bank.require_resets(options.reset_share)
         self.checkpoint = ckpt
         self.model = ckpt.model
         self.options = options
