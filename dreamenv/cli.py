@@ -386,6 +386,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    if args.set:
+        overrides["model_overrides"] = {**config.model_overrides, **parse_overrides(args.set)}
     config = dataclasses.replace(config, **overrides)
     if args.budget is not None:
         config = config.with_budget(args.budget)
@@ -731,8 +733,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-preset", help="world-model size: small, paper")
     p.add_argument("--family", help="world-model family (default: the preset's, discrete)")
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a world-model setting over the preset's (repeatable; values read as JSON), "
+        "e.g. --set moving_weight=20",
+    )
+    p.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=PRECISIONS,
         help="of the dream steps and the policy trunk (default: the preset's)",
     )
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")

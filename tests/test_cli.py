@@ -394,3 +394,22 @@ def test_dream_set_is_for_a_new_agent(family_checkpoint, tmp_path: Path, capsys)
     assert main([*flags, "--set", "gamma=0.9", "--set", "n_steps=32", "--restart"]) == 0
     assert main([*flags, "--restart", "--set", "gama=0.9"]) == 2
     assert "Did you mean 'gamma'?" in capsys.readouterr().err
+
+
+def test_train_set_overrides_the_presets_model_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dreamenv.train.loop
+    from dreamenv.train.loop import LOOP_PRESETS, LoopConfig
+
+    seen: list[LoopConfig] = []
+    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(a[2]) or [])
+    argv = ["train", "pong", "--preset", "cpu100k", "--run-dir", str(tmp_path)]
+    assert main([*argv, "--set", "moving_weight=20", "--set", "num_codes=64"]) == 0
+    assert main(argv) == 0
+    assert seen[0].model_overrides == {
+        "precision": "bfloat16",
+        "moving_weight": 20,
+        "num_codes": 64,
+    }
+    assert seen[1].model_overrides == LOOP_PRESETS["cpu100k"].model_overrides

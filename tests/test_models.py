@@ -384,3 +384,43 @@ def test_moving_pixel_error_averages_only_what_moved() -> None:
     assert float(moving_pixel_error(frames, error)) == pytest.approx(0.5)
     assert torch.isnan(moving_pixel_error(frames[:, :1], error[:, :1]))
     assert torch.isnan(moving_pixel_error(torch.zeros_like(frames), error))
+
+
+def test_moving_pixels_marks_what_changed_anywhere_in_the_stack() -> None:
+    from dreamenv.models.discrete import moving_pixels
+
+    frames = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    frames[0, 1, 0, 0] = 7  # between the first and second frame of the first stack
+    frames[1, 2, 3, 3] = 7  # between the second and third of the second
+    moving = moving_pixels(frames)
+    assert moving.shape == (2, 1, 4, 4)
+    assert moving.sum().item() == 2 and moving[0, 0, 0, 0] == 1 and moving[1, 0, 3, 3] == 1
+    assert moving_pixels(frames[:, :1]).sum().item() == 0
+    rgb = torch.zeros(1, 6, 2, 2, dtype=torch.uint8)
+    rgb[0, 5, 1, 0] = 1  # the blue channel of the second frame
+    assert moving_pixels(rgb, channels=3)[0, 0].tolist() == [[0.0, 0.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize("moving", [False, True])
+def test_moving_weight_weighs_the_pixels_that_move(moving: bool) -> None:
+    frames = _frames(4)
+    if not moving:
+        frames = frames[:, :1].expand_as(frames).contiguous()  # every stack is still
+    losses = []
+    for weight in (0.0, 9.0):
+        torch.manual_seed(0)
+        model = build_model("discrete", "tiny", SPEC, ACTIONS, {"moving_weight": weight})
+        with torch.no_grad():
+            rep = model.eval()._representation_loss(frames, update=False)
+        losses.append(float(rep["recon_loss"]))
+    if moving:
+        assert losses[1] > 1.5 * losses[0]
+    else:
+        assert losses[1] == losses[0]
+
+
+def test_moving_weight_must_not_be_negative() -> None:
+    from dreamenv.models.discrete import DiscreteConfig
+
+    with pytest.raises(ConfigError, match="moving_weight must be at least 0, got -1.0"):
+        DiscreteConfig(moving_weight=-1.0)
