@@ -9,6 +9,10 @@ process on one CPU thread.
     python benchmarks/atari100k.py --games pong breakout --seeds 0 1 2 --out runs/atari100k
     python benchmarks/atari100k.py --games pong --seeds 0 --preset quick   # CPU-sized
     python benchmarks/atari100k.py --games pong boxing --seeds 0 1 --parallel 4
+
+After training, each run's last agent and a random policy play ``--versus-random``
+real episodes each (the same seeds) and Welch's t-test compares them: the table's
+"vs random" column, kept in ``RUN/versus_random.json``.
 """
 
 from __future__ import annotations
@@ -70,11 +74,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="runs trained at a time, each in its own process on one CPU thread (1: one "
         "run at a time in this process, with the default threads)",
     )
+    p.add_argument(
+        "--versus-random",
+        type=int,
+        default=32,
+        metavar="EPISODES",
+        help="real episodes each for the last agent and a random policy of every run, "
+        "compared by Welch's t-test (0: skip)",
+    )
     p.add_argument("--out", default="runs/atari100k")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.parallel < 1:
         p.error(f"--parallel must be at least 1, got {args.parallel}")
+    if args.versus_random == 1 or args.versus_random < 0:
+        p.error(
+            f"--versus-random must be 0 (skip) or at least 2 episodes, got {args.versus_random}"
+        )
     return args
 
 
@@ -188,6 +204,92 @@ def train_all(args: argparse.Namespace, config: LoopConfig, games: list[str]) ->
     return timings
 
 
+VERSUS_FILE = "versus_random.json"
+"""Where a run keeps its last agent's comparison with a random policy."""
+
+SIGNIFICANCE = 0.01
+"""Two-sided p below which an agent counts as beating (or losing to) the random policy."""
+
+
+def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str, Any]:
+    """The run's last agent and a uniformly random policy, ``episodes`` real episodes each
+    on the same seeds (evaluation seed 0), compared by Welch's t-test; kept in
+    ``RUN/versus_random.json`` and read back while the agent and ``episodes`` are the same.
+
+    Example:
+        >>> versus_random(Path("runs/atari100k/pong-s0"), 32)["p_value"]
+    """
+    from dreamenv.atomic_files import write_json
+    from dreamenv.checkpoint import load_checkpoint
+    from dreamenv.evaluate import evaluate, random_policy
+    from dreamenv.sb3 import load_agent
+    from dreamenv.stats import welch_test
+
+    iteration = len(read_results(run_dir))
+    path = run_dir / VERSUS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if (saved.get("iteration"), saved.get("episodes")) == (iteration, episodes):
+            return saved
+    ckpt = load_checkpoint(run_dir / "model", device)
+    agent = load_agent(run_dir / f"agent-{iteration}", device)
+    agent_returns = evaluate(agent, ckpt, episodes=episodes, device=device)
+    random_returns = evaluate(
+        random_policy(ckpt.model.action_space), ckpt, episodes=episodes, device=device
+    )
+    t, df, p = welch_test(agent_returns, random_returns)
+    result = {
+        "iteration": iteration,
+        "episodes": episodes,
+        "agent": agent_returns.tolist(),
+        "random": random_returns.tolist(),
+        "welch_t": t,
+        "welch_df": df,
+        "p_value": p,
+    }
+    write_json(path, result)
+    return result
+
+
+def versus_all(args: argparse.Namespace, config: LoopConfig, games: list[str]) -> None:
+    """:func:`versus_random` for every finished run of ``args`` (one at a time)."""
+    if not args.versus_random:
+        return
+    out = Path(args.out)
+    for game in games:
+        for seed in args.seeds:
+            run_dir = out / run_key(game, seed)
+            if is_finished(run_dir, config):
+                r = versus_random(run_dir, args.versus_random, config.resolved_device())
+                print(
+                    f"{run_key(game, seed)}: agent {np.mean(r['agent']):.1f} vs random "
+                    f"{np.mean(r['random']):.1f} (p = {r['p_value']:.2g})",
+                    flush=True,
+                )
+
+
+def _versus_cell(row: dict[str, Any]) -> str:
+    """``agent ± std vs random ± std (p)`` per seed, or empty where not measured."""
+    cells = []
+    for versus in row["versus"]:
+        if versus is None:
+            return ""
+        a, r = np.array(versus["agent"]), np.array(versus["random"])
+        cells.append(
+            f"{a.mean():.1f} ± {a.std(ddof=1):.1f} vs {r.mean():.1f} ± {r.std(ddof=1):.1f} "
+            f"(p {versus['p_value']:.2g})"
+        )
+    return "; ".join(cells)
+
+
+def beats_random(versus: dict[str, Any] | None) -> bool | None:
+    """Whether the agent's mean is above random's with p below :data:`SIGNIFICANCE`."""
+    if versus is None:
+        return None
+    p = versus["p_value"]
+    return bool(np.mean(versus["agent"]) > np.mean(versus["random"]) and p < SIGNIFICANCE)
+
+
 def _mean(values: list[float | None]) -> float | None:
     finite = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
@@ -208,6 +310,12 @@ def game_summary(
     finals = np.array([r["mean_return"] for r in lasts])
     refs = reference_scores().get(game, {})
     minutes = [timings[k] / 60 for k in keys if k in timings]
+    versus = [
+        json.loads((out / k / VERSUS_FILE).read_text())
+        if (out / k / VERSUS_FILE).is_file()
+        else None
+        for k in keys
+    ]
     return {
         "game": game,
         "seeds": list(seeds),
@@ -217,6 +325,7 @@ def game_summary(
         "std": float(finals.std(ddof=1)) if len(finals) > 1 else float(lasts[0]["std_return"]),
         "hns": human_normalized(float(finals.mean()), refs),
         "minutes_per_run": float(np.mean(minutes)) if minutes else None,
+        "versus": versus,
         **{k: refs.get(k) for k in ("random", *BENCH_REFERENCES)},
         **{k: _mean([r.get(k) for r in lasts]) for k in GAP_COLUMNS},
     }
@@ -238,6 +347,7 @@ def markdown(summary: list[dict[str, Any]], preset: str) -> str:
         "HNS",
         *BENCH_REFERENCES.values(),
         "min/run",
+        "last agent vs random, same run (p)",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary:
@@ -250,12 +360,21 @@ def markdown(summary: list[dict[str, Any]], preset: str) -> str:
             "n/a" if row["hns"] is None else f"{row['hns']:.3f}",
             *(_num(row[k]) for k in BENCH_REFERENCES),
             _num(row["minutes_per_run"]),
+            _versus_cell(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     hns = [r["hns"] for r in summary if r["hns"] is not None]
     if hns:
         lines.append(
             f"\nmean HNS {np.mean(hns):.3f} over {len(hns)} games (median {np.median(hns):.3f})"
+        )
+    compared = [[beats_random(v) for v in r["versus"]] for r in summary]
+    compared = [c for c in compared if None not in c]
+    if compared:
+        wins = sum(all(c) for c in compared)
+        lines.append(
+            f"\nthe last agent beats random (p < {SIGNIFICANCE}) in {wins} of {len(compared)} "
+            "games (in every seed)"
         )
     gapped = [r for r in summary if any(r[k] is not None for k in GAP_COLUMNS)]
     if gapped:
@@ -288,6 +407,9 @@ def csv_text(summary: list[dict[str, Any]]) -> str:
         "hns",
         *BENCH_REFERENCES,
         "minutes_per_run",
+        "versus_agent",
+        "versus_random",
+        "versus_p",
         *GAP_COLUMNS,
     ]
     buf = io.StringIO()
@@ -299,6 +421,15 @@ def csv_text(summary: list[dict[str, Any]]) -> str:
                 **row,
                 "seeds": " ".join(str(s) for s in row["seeds"]),
                 "per_seed": ";".join(f"{m:.2f}±{s:.2f}" for m, s in row["per_seed"]),
+                **{
+                    f"versus_{key}": ";".join(
+                        "" if v is None else f"{np.mean(v[key]):.2f}" for v in row["versus"]
+                    )
+                    for key in ("agent", "random")
+                },
+                "versus_p": ";".join(
+                    "" if v is None else f"{v['p_value']:.3g}" for v in row["versus"]
+                ),
             }
         )
     return buf.getvalue()
@@ -324,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     config = build_config(args)
     games = [normalize_game(g) for g in args.games]
     timings = train_all(args, config, games)
+    versus_all(args, config, games)
     out = Path(args.out)
     summary = summarize(out, games, args.seeds, config, timings.seconds)
     table = markdown(summary, args.preset)

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -75,3 +76,66 @@ def test_parallel_must_be_positive(bench: ModuleType, capsys: pytest.CaptureFixt
 
 def test_presets_are_the_loop_presets(bench: ModuleType) -> None:
     assert bench.parse_args(["--preset", "quick"]).preset in LOOP_PRESETS
+
+
+@pytest.fixture(scope="module")
+def played_run(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-iteration run: the tiny model and a tiny PPO agent trained in it."""
+    from dreamenv.sb3 import save_agent, train_in_dream
+
+    run = tmp_path_factory.mktemp("bench") / "pong-s0"
+    fake_run(run.parent, "pong-s0", [-21.0], None)
+    shutil.copytree(checkpoint_dir, run / "model")
+    policy = {"features_extractor_kwargs": {"features_dim": 16, "channels": 8}, "net_arch": [8]}
+    agent = train_in_dream(
+        checkpoint_dir, 16, num_envs=2, progress=False, n_steps=8, batch_size=16,
+        policy_kwargs=policy,
+    )  # fmt: skip
+    save_agent(agent, run / "agent-1")
+    return run
+
+
+def test_the_last_agent_plays_against_random_once(
+    bench: ModuleType, played_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = bench.versus_random(played_run, 3)
+    assert (result["iteration"], result["episodes"]) == (1, 3)
+    assert len(result["agent"]) == len(result["random"]) == 3
+    assert 0.0 <= result["p_value"] <= 1.0 or math.isnan(result["p_value"])
+    assert json.loads((played_run / bench.VERSUS_FILE).read_text()) == result
+    import dreamenv.evaluate
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("played again")
+
+    monkeypatch.setattr(dreamenv.evaluate, "evaluate", refuse)
+    assert bench.versus_random(played_run, 3) == result  # read back, not played again
+    with pytest.raises(AssertionError, match="played again"):
+        bench.versus_random(played_run, 4)  # another episode count is another comparison
+
+
+def test_the_table_shows_the_same_run_comparison(bench: ModuleType, tmp_path: Path) -> None:
+    fake_run(tmp_path, "pong-s0", [-21.0, -19.0], None)
+    versus = {"iteration": 2, "episodes": 3, "agent": [-19.0, -18.0, -17.0]}
+    versus |= {"random": [-21.0, -20.0, -21.0], "welch_t": 4.0, "welch_df": 3.5, "p_value": 0.004}
+    (tmp_path / "pong-s0" / bench.VERSUS_FILE).write_text(json.dumps(versus))
+    summary = bench.summarize(tmp_path, ["pong"], [0], LoopConfig(iterations=2), {})
+    text = bench.markdown(summary, "cpu100k")
+    assert "| -18.0 ± 1.0 vs -20.7 ± 0.6 (p 0.004) |" in text
+    assert "the last agent beats random (p < 0.01) in 1 of 1 games" in text
+    (row,) = csv.DictReader(bench.csv_text(summary).splitlines())
+    assert (row["versus_agent"], row["versus_random"], row["versus_p"]) == (
+        "-18.00",
+        "-20.67",
+        "0.004",
+    )
+    assert bench.beats_random({**versus, "p_value": 0.02}) is False
+    assert bench.beats_random({**versus, "agent": [-22.0] * 3}) is False
+
+
+def test_versus_random_needs_two_episodes(bench: ModuleType, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit, match="2"):
+        bench.parse_args(["--versus-random", "1"])
+    assert (
+        "--versus-random must be 0 (skip) or at least 2 episodes, got 1" in capsys.readouterr().err
+    )
