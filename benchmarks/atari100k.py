@@ -49,6 +49,7 @@ GAP_COLUMNS = (
     "open_latent_acc",
     "reward_precision",
     "reward_recall",
+    "reward_recall_sampled",
     "termination_recall",
 )
 """The reality-gap keys of a run's last iteration tabled per game (mean over seeds)."""

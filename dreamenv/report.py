@@ -84,7 +84,13 @@ GAP_RETURN_KEYS = ("dream_return", "real_window_return")
 """Result keys of the reality-gap panel: the agent's return in the dream and in the real
 game over the same number of steps (:func:`dreamenv.train.reality_gap.reality_gap`)."""
 
-MODEL_SCORE_KEYS = ("open_latent_acc", "reward_precision", "reward_recall", "termination_recall")
+MODEL_SCORE_KEYS = (
+    "open_latent_acc",
+    "reward_precision",
+    "reward_recall",
+    "reward_recall_sampled",
+    "termination_recall",
+)
 """Result keys of the model-score panel: open-loop scores on the newest real episodes."""
 
 GAP_KEYS = (*GAP_RETURN_KEYS, "gap", *MODEL_SCORE_KEYS, "reward_steps")
@@ -131,6 +137,7 @@ def _plot_model_scores(ax: Any, rows: list[dict[str, Any]], run: str) -> None:
         "open_latent_acc": "latent accuracy",
         "reward_precision": "reward precision",
         "reward_recall": "reward recall",
+        "reward_recall_sampled": "reward recall, sampled",
         "termination_recall": "termination recall",
     }
     for i, (key, name) in enumerate(names.items()):

@@ -21,6 +21,7 @@ from dreamenv.train.reality_gap import (
     open_loop_scores,
     real_window_return,
     reality_gap,
+    sampled_sign_precision_recall,
     sign_precision_recall,
 )
 
@@ -52,7 +53,7 @@ def perfect(rewards: np.ndarray, terminated: np.ndarray, latents: torch.Tensor) 
     logits = torch.nn.functional.one_hot(torch.as_tensor(np.sign(rewards)).long() + 1, 3)
     return OpenLoop(
         latents=latents,
-        reward_logits=logits.float(),
+        reward_logits=30.0 * logits.float(),  # all but certain
         real_latents=latents.clone(),
         termination_logits=torch.as_tensor(np.where(terminated, 9.0, -9.0)),
     )
@@ -65,8 +66,8 @@ def test_a_perfect_predictor_scores_one() -> None:
         perfect(rewards, terminated, torch.randint(0, 5, (2, 3, 4))), rewards, terminated, VALUES
     )
     assert set(scores) == set(OPEN_LOOP_KEYS)
-    for key in ("open_latent_acc", "reward_precision", "reward_recall"):
-        assert scores[key] == 1.0
+    for key in ("open_latent_acc", "reward_precision", "reward_recall", "reward_recall_sampled"):
+        assert scores[key] == pytest.approx(1.0)
     assert scores["termination_precision"] == scores["termination_recall"] == 1.0
     assert scores["reward_steps"] == 2 and scores["termination_steps"] == 1
     assert math.isnan(scores["open_latent_mse"])
@@ -87,7 +88,25 @@ def test_a_wrong_sign_is_a_miss_and_a_false_claim() -> None:
     pred = perfect(-rewards, terminated, torch.zeros(1, 2, 1, dtype=torch.long))
     scores = open_loop_scores(pred, rewards, terminated, VALUES)
     assert scores["reward_precision"] == 0.0 and scores["reward_recall"] == 0.0
+    assert scores["reward_recall_sampled"] == pytest.approx(0.0, abs=1e-6)
     assert math.isnan(scores["termination_precision"])  # never predicted, never happened
+
+
+def test_sampled_scores_count_what_the_most_likely_reward_misses() -> None:
+    # a rewarded step at P(+1) = 0.4, an unrewarded one at P(+1) = 0.1, a penalty at P(-1) = 0.5
+    probs = np.array([[0.0, 0.6, 0.4], [0.0, 0.9, 0.1], [0.5, 0.5, 0.0]])
+    real = np.array([1.0, 0.0, -2.0])
+    precision, recall = sampled_sign_precision_recall(probs, real)
+    assert recall == pytest.approx((0.4 + 0.5) / 2)
+    assert precision == pytest.approx((0.4 + 0.5) / (0.4 + 0.1 + 0.5))
+    pred = perfect(real[None], np.zeros((1, 3), dtype=bool), torch.zeros(1, 3, 1))
+    pred.reward_logits = torch.log(torch.as_tensor(probs[None], dtype=torch.float32))
+    scores = open_loop_scores(pred, real[None], np.zeros((1, 3), dtype=bool), VALUES)
+    assert scores["reward_recall"] == pytest.approx(0.5)  # the most likely: 0, 0, -1 or 0
+    assert scores["reward_recall_sampled"] == pytest.approx(recall)
+    assert math.isnan(sampled_sign_precision_recall(np.array([[0, 1, 0]]), np.zeros(1))[1])
+    with pytest.raises(ConfigError, match="must have the same size, got 1 and 2"):
+        sampled_sign_precision_recall(np.array([[0, 1, 0]]), np.zeros(2))
 
 
 def test_real_window_return_is_the_clipped_rate_times_the_horizon() -> None:

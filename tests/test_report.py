@@ -33,6 +33,7 @@ def fake_run(path: Path, game: str = "pong", gap: bool = False, iterations: int 
                 "open_latent_acc": 0.9 - 0.1 * i,
                 "reward_precision": math.nan if i == 1 else 0.5,
                 "reward_recall": 0.25,
+                "reward_recall_sampled": 0.375,
                 "termination_recall": math.nan,
                 "reward_steps": 4.0 * i,
             }
@@ -56,7 +57,7 @@ def test_gap_panels_and_table(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == PNG
     text = md.read_text()
     assert "#### reality gap (last iteration)" in text
-    assert "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.500 | 0.250 | n/a | 12 |" in text
+    assert "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.500 | 0.250 | 0.375 | n/a | 12 |" in text
     assert "pong-s1 |" not in text.split("reality gap")[1]  # the old run has no gap row
 
 

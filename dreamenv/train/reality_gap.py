@@ -4,7 +4,8 @@ predicts the real episodes the agent just played (open loop, under the real acti
 
 An agent that exploits the model shows as a high ``dream_return`` beside a low
 ``real_window_return`` (a large ``gap``); the open-loop scores say where the model is wrong:
-its latents (``open_latent_acc``), its rewards (``reward_precision``/``reward_recall``) or
+its latents (``open_latent_acc``), its rewards (``reward_precision``/``reward_recall`` of the
+most likely reward; ``*_sampled``: expected under rewards drawn as the dream draws them) or
 its terminations (``termination_precision``/``termination_recall``).
 
 Example:
@@ -38,6 +39,8 @@ OPEN_LOOP_KEYS = (
     "open_latent_mse",
     "reward_precision",
     "reward_recall",
+    "reward_precision_sampled",
+    "reward_recall_sampled",
     "reward_steps",
     "termination_precision",
     "termination_recall",
@@ -72,6 +75,33 @@ def sign_precision_recall(predicted: np.ndarray, real: np.ndarray) -> tuple[floa
     return precision, recall, int(events.sum())
 
 
+def sampled_sign_precision_recall(sign_probs: np.ndarray, real: np.ndarray) -> tuple[float, float]:
+    """Precision and recall of :func:`sign_precision_recall`, expected when each step's
+    sign is drawn from ``sign_probs`` ``(..., 3)`` (probabilities of -1, 0, +1), as the dream
+    draws its rewards. A reward head that gives a rewarded step probability 0.4 is never
+    right by its most likely class, but is in 40% of the dreams; each is NaN when nothing
+    defines it.
+
+    Example:
+        >>> probs = np.array([[0.0, 0.6, 0.4], [0.0, 0.9, 0.1]])
+        >>> sampled_sign_precision_recall(probs, np.array([1.0, 0.0]))
+        (0.8, 0.4)
+    """
+    probs = np.asarray(sign_probs, dtype=np.float64).reshape(-1, 3)
+    real = np.sign(np.ravel(real)).astype(np.int64)
+    if len(probs) != real.size:
+        raise ConfigError(
+            f"sign probabilities and real signs must have the same size, got {len(probs)} and "
+            f"{real.size}."
+        )
+    right = probs[np.arange(real.size), real + 1]  # P(the drawn sign is the real one)
+    events = real != 0
+    claimed = float(probs[:, [0, 2]].sum())
+    recall = float(right[events].mean()) if events.any() else math.nan
+    precision = float(right[events].sum()) / claimed if claimed > 0 else math.nan
+    return precision, recall
+
+
 def open_loop_scores(
     pred: OpenLoop, rewards: np.ndarray, terminated: np.ndarray, reward_values: torch.Tensor
 ) -> dict[str, float]:
@@ -92,8 +122,11 @@ def open_loop_scores(
     diff = pred.latents.float() - pred.real_latents.float()
     values = reward_values.detach().cpu().numpy()
     reward_sign = np.sign(values[pred.reward_logits.argmax(-1).cpu().numpy()])
+    probs = torch.softmax(pred.reward_logits.float(), -1).cpu().numpy()
+    sign_probs = np.stack([probs[..., np.sign(values) == s].sum(-1) for s in (-1, 0, 1)], -1)
     ends = (torch.sigmoid(pred.termination_logits.float()) > 0.5).cpu().numpy()
     r_precision, r_recall, r_steps = sign_precision_recall(reward_sign, rewards)
+    s_precision, s_recall = sampled_sign_precision_recall(sign_probs, rewards)
     t_precision, t_recall, t_steps = sign_precision_recall(
         ends.astype(np.int64), np.asarray(terminated).astype(np.int64)
     )
@@ -102,6 +135,8 @@ def open_loop_scores(
         "open_latent_mse": math.nan if integer else float(diff.pow(2).mean()),
         "reward_precision": r_precision,
         "reward_recall": r_recall,
+        "reward_precision_sampled": s_precision,
+        "reward_recall_sampled": s_recall,
         "reward_steps": float(r_steps),
         "termination_precision": t_precision,
         "termination_recall": t_recall,
