@@ -57,7 +57,9 @@ def test_gap_panels_and_table(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == PNG
     text = md.read_text()
     assert "#### reality gap (last iteration)" in text
-    assert "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.500 | 0.250 | 0.375 | n/a | 12 |" in text
+    assert (
+        "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.500 | 0.250 | 0.375 | n/a | 12 |" in text
+    )
     assert "pong-s1 |" not in text.split("reality gap")[1]  # the old run has no gap row
 
 
