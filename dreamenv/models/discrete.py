@@ -179,7 +179,7 @@ def moving_pixels(frames: torch.Tensor, channels: int = 1) -> torch.Tensor:
         >>> moving_pixels(frames)[0, 0, 0].tolist()
         [1.0, 0.0, 0.0]
     """
-    stack = frames.view(frames.shape[0], -1, channels, *frames.shape[2:])
+    stack = frames.reshape(frames.shape[0], -1, channels, *frames.shape[2:])
     moved = (stack[:, 1:] != stack[:, :-1]).flatten(1, 2).any(1, keepdim=True)
     return moved.float()
 
