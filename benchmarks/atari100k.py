@@ -222,9 +222,8 @@ def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str
     """
     from dreamenv.atomic_files import write_json
     from dreamenv.checkpoint import load_checkpoint
-    from dreamenv.evaluate import evaluate, random_policy
+    from dreamenv.evaluate import against_random
     from dreamenv.sb3 import load_agent
-    from dreamenv.stats import welch_test
 
     iteration = len(read_results(run_dir))
     path = run_dir / VERSUS_FILE
@@ -234,19 +233,15 @@ def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str
             return saved
     ckpt = load_checkpoint(run_dir / "model", device)
     agent = load_agent(run_dir / f"agent-{iteration}", device)
-    agent_returns = evaluate(agent, ckpt, episodes=episodes, device=device)
-    random_returns = evaluate(
-        random_policy(ckpt.model.action_space), ckpt, episodes=episodes, device=device
-    )
-    t, df, p = welch_test(agent_returns, random_returns)
+    compared = against_random(agent, ckpt, episodes=episodes, device=device)
     result = {
         "iteration": iteration,
         "episodes": episodes,
-        "agent": agent_returns.tolist(),
-        "random": random_returns.tolist(),
-        "welch_t": t,
-        "welch_df": df,
-        "p_value": p,
+        "agent": compared.agent.tolist(),
+        "random": compared.random.tolist(),
+        "welch_t": compared.welch_t,
+        "welch_df": compared.welch_df,
+        "p_value": compared.p_value,
     }
     write_json(path, result)
     return result

@@ -318,23 +318,24 @@ def summarize(returns: np.ndarray) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dreamenv.checkpoint import load_checkpoint
-    from dreamenv.evaluate import evaluate, random_policy
+    from dreamenv.evaluate import against_random
     from dreamenv.sb3 import load_agent
-    from dreamenv.stats import welch_test
 
     ckpt = load_checkpoint(args.checkpoint, args.device)
     agent = load_agent(args.agent, args.device, allow_pickle=args.allow_pickle)
-    kwargs = dict(
+    compared = against_random(
+        agent,
+        ckpt,
         episodes=args.episodes,
         num_envs=args.envs,
         seed=args.seed,
+        deterministic=args.deterministic,
         max_steps=args.max_steps,
         device=args.device,
         progress=not args.quiet,
     )
-    agent_returns = evaluate(agent, ckpt, deterministic=args.deterministic, **kwargs)
-    random_returns = evaluate(random_policy(ckpt.model.action_space, args.seed), ckpt, **kwargs)
-    t, df, p = welch_test(agent_returns, random_returns)
+    agent_returns, random_returns = compared.agent, compared.random
+    t, df, p = compared.welch_t, compared.welch_df, compared.p_value
     print(f"game {ckpt.spec.game}, {args.episodes} real episodes each, seed {args.seed}")
     print("| policy | mean ± std return |\n|---|---|")
     print(f"| agent ({Path(args.agent).name}) | {summarize(agent_returns)} |")

@@ -221,6 +221,49 @@ def evaluate(
     ).returns
 
 
+@dataclass(frozen=True)
+class AgainstRandom:
+    """A policy's returns beside a uniformly random policy's on the same episode seeds."""
+
+    agent: np.ndarray
+    """Returns of the policy's episodes."""
+    random: np.ndarray
+    """Returns of the random policy's episodes."""
+    welch_t: float
+    """Welch's t statistic of mean(agent) - mean(random)."""
+    welch_df: float
+    """Its degrees of freedom."""
+    p_value: float
+    """Its two-sided p-value."""
+
+
+def against_random(
+    policy: PolicyLike,
+    checkpoint: str | Path | Checkpoint,
+    *,
+    episodes: int = 32,
+    seed: int = 0,
+    deterministic: bool = False,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> AgainstRandom:
+    """:func:`evaluate` ``policy`` and a random policy (seeded with ``seed``) on the same
+    ``episodes`` seeds, and compare them by Welch's t-test; other keyword arguments are
+    :func:`evaluate`'s (``num_envs``, ``max_steps``, ``progress``).
+
+    Example:
+        >>> result = against_random(agent, "runs/pong/model", episodes=32)
+        >>> result.agent.mean(), result.random.mean(), result.p_value
+    """
+    from dreamenv.stats import welch_test
+
+    ckpt = resolve_checkpoint(checkpoint, device, None)
+    common = dict(episodes=episodes, seed=seed, device=device, **kwargs)
+    agent_returns = evaluate(policy, ckpt, deterministic=deterministic, **common)
+    random_returns = evaluate(random_policy(ckpt.model.action_space, seed), ckpt, **common)
+    return AgainstRandom(agent_returns, random_returns, *welch_test(agent_returns, random_returns))
+
+
 def random_policy(actions: int | gym.Space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """Uniformly random actions for a batch of observations: ``actions`` is the number of
     actions, or a single env's action space (such as a jumpy model's ``MultiDiscrete``, or a

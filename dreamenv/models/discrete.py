@@ -163,8 +163,7 @@ def moving_pixel_error(
     background; NaN for a stack of one frame or no moving pixel."""
     if frames.shape[1] < 2 * channels:
         return torch.tensor(float("nan"))
-    newest, before = frames[:, -channels:], frames[:, -2 * channels : -channels]
-    moving = (newest != before).any(1, keepdim=True).float()
+    moving = moving_pixels(frames[:, -2 * channels :], channels)
     if not bool(moving.any()):
         return torch.tensor(float("nan"))
     return (error[:, -channels:] * moving).sum() / (moving.sum() * channels)
