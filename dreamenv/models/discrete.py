@@ -169,6 +169,25 @@ def moving_pixel_error(
     return (error[:, -channels:] * moving).sum() / (moving.sum() * channels)
 
 
+def previous_frame_error(frames: torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """``(B, stack * channels, S, S)``: the squared error of taking each stack's newest
+    frame to be the frame before it, zero on the older frames (zero for a stack of one
+    frame). Its :func:`moving_pixel_error` is what a reconstruction scores that keeps
+    nothing of what moves (a model's ``recon_moving_mse`` at or above it: the codes hold the
+    static screen only).
+
+    Example:
+        >>> frames = torch.zeros(1, 2, 1, 2, dtype=torch.uint8); frames[0, 1, 0, 0] = 255
+        >>> previous_frame_error(frames)[0, 1].tolist()
+        [[1.0, 0.0]]
+    """
+    error = torch.zeros(frames.shape, dtype=torch.float32, device=frames.device)
+    if frames.shape[1] >= 2 * channels:
+        unit = _to_unit(frames)
+        error[:, -channels:] = (unit[:, -channels:] - unit[:, -2 * channels : -channels]).square()
+    return error
+
+
 def moving_pixels(frames: torch.Tensor, channels: int = 1) -> torch.Tensor:
     """``(B, 1, S, S)``: 1.0 where any two consecutive frames of the stack ``frames``
     ``(B, stack * channels, S, S)`` differ (in any channel), else 0 (all 0 for one frame).
@@ -643,13 +662,17 @@ class DiscreteWorldModel(WorldModel):
     def metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         frames = batch["frames"]
         b, steps1 = frames.shape[:2]
-        rep = self._representation_loss(frames[:, 0], update=False)  # one frame per sequence
+        first = frames[:, 0]  # one frame stack per sequence
+        rep = self._representation_loss(first, update=False)
+        copy = previous_frame_error(first, self.channels)
         indices = self.served_indices(frames.flatten(0, 1)).view(b, steps1, self.grid, self.grid)
         terms = self._sequence_terms(batch, indices)
         return {
             "recon_loss": float(rep["recon_loss"]),
             "recon_mse": float(rep["recon_mse"]),
             "recon_moving_mse": float(rep["recon_moving_mse"]),
+            # what a reconstruction that keeps nothing of what moves scores there
+            "recon_moving_copy_mse": float(moving_pixel_error(first, copy, self.channels)),
             "latent_loss": float(terms["latent_loss"]),
             "latent_acc": float(terms["latent_acc"]),
             "reward_acc": float(terms["reward_acc"]),
