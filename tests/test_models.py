@@ -386,31 +386,32 @@ def test_moving_pixel_error_averages_only_what_moved() -> None:
     assert torch.isnan(moving_pixel_error(torch.zeros_like(frames), error))
 
 
-def test_previous_frame_error_scores_a_reconstruction_that_keeps_nothing_that_moves() -> None:
-    from dreamenv.models.discrete import moving_pixel_error, previous_frame_error
+def test_still_frame_error_scores_the_stack_median_on_the_newest_frame() -> None:
+    from dreamenv.models.discrete import moving_pixel_error, still_frame_error
 
     frames = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
-    frames[0, 1, 0, 0] = 255  # a pixel lit in the middle frame only: it moved twice
-    frames[0, 2, 1, 1] = 51  # and one that appears in the newest frame
-    error = previous_frame_error(frames)
+    frames[0, 1, 0, 0] = 255  # lit in the middle frame only: the median is dark there
+    frames[0, 2, 1, 1] = 51  # appears in the newest frame: the median does not draw it
+    frames[:, :, 0, 1] = 102  # still everywhere: the median draws it exactly
+    error = still_frame_error(frames)
     assert error[0, :2].sum().item() == 0  # only the newest frame is scored
-    assert error[0, 2].tolist() == [[1.0, 0.0], [0.0, pytest.approx(0.04)]]
-    # two moving pixels: the one that went dark costs 1, the one that appeared 0.2 ** 2
-    assert float(moving_pixel_error(frames, error)) == pytest.approx(0.52)
-    assert previous_frame_error(frames[:, :1]).sum().item() == 0
+    assert error[0, 2].tolist() == [[0.0, 0.0], [0.0, pytest.approx(0.04)]]
+    # the two moving pixels: the one that went dark again costs 0, the new one 0.2 ** 2
+    assert float(moving_pixel_error(frames, error)) == pytest.approx(0.02)
+    assert still_frame_error(frames[:, :1]).sum().item() == 0  # one frame: its own median
     rgb = torch.zeros(1, 6, 1, 1, dtype=torch.uint8)
-    rgb[0, 3] = 255  # the red channel of the newest frame
-    assert previous_frame_error(rgb, channels=3)[0, :, 0, 0].tolist() == [0, 0, 0, 1, 0, 0]
+    rgb[0, 3] = 255  # the red channel of the newest frame (the lower median of 2 is 0)
+    assert still_frame_error(rgb, channels=3)[0, :, 0, 0].tolist() == [0, 0, 0, 1, 0, 0]
 
 
-def test_discrete_metrics_hold_the_moving_pixel_reference() -> None:
-    from dreamenv.models.discrete import moving_pixel_error, previous_frame_error
+def test_discrete_metrics_hold_the_still_frame_reference() -> None:
+    from dreamenv.models.discrete import moving_pixel_error, still_frame_error
 
     model, batch = _warmed_up()
     metrics = model.eval().metrics(batch)
     first = batch["frames"][:, 0]
-    expected = float(moving_pixel_error(first, previous_frame_error(first, model.channels)))
-    assert metrics["recon_moving_copy_mse"] == pytest.approx(expected) and expected > 0
+    expected = float(moving_pixel_error(first, still_frame_error(first, model.channels)))
+    assert metrics["recon_moving_still_mse"] == pytest.approx(expected) and expected > 0
 
 
 def test_moving_pixels_marks_what_changed_anywhere_in_the_stack() -> None:
