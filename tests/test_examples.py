@@ -137,6 +137,18 @@ def test_atari100k_benchmark(tmp_path) -> None:
     )
     assert "| pong |" in out and "HNS" in out
     assert (tmp_path / "b" / "pong-report" / "learning_curve.png").is_file()
+    run_dir, figure = tmp_path / "b" / "pong-s0", tmp_path / "decoded.png"
+    out = run(
+        "benchmarks/what_moves.py",
+        str(run_dir),
+        "--stacks",
+        "8",
+        "--figure",
+        str(figure),
+        cwd=tmp_path,
+    )
+    assert f"{run_dir}: 8 stacks; decoded: mse" in out and "each stack's median frame" in out
+    assert figure.is_file()
 
 
 def test_models_benchmark(tmp_path) -> None:
