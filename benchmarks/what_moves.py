@@ -8,7 +8,8 @@ references that draw nothing of what moves on those pixels, the median frame of 
 store's frames and each stack's own median frame (``still_frame_error``, the
 ``recon_moving_still_mse`` of ``metrics.csv``). A model near the references keeps the
 static screen and little of what moves (a ball, the player). ``--figure`` writes
-real | decoded | error x 3 for four of the stacks of the first run.
+real | decoded | error x 3 for four of the stacks of the first run; ``--data`` reads the
+frames of one store for every run (two models on the same frames).
 
 Example:
     $ python benchmarks/what_moves.py runs/cpu100k/pong-s0 runs/cpu100k/breakout-s0 \\
@@ -42,15 +43,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("runs", nargs="+", help="run directories holding model/ and data/")
     p.add_argument("--stacks", type=int, default=256, help="frame stacks per run")
     p.add_argument("--figure", help="PNG of four stacks of the first run")
+    p.add_argument("--data", help="read the frames of this store instead of each RUN/data")
     return p.parse_args()
 
 
-def stacks_of(run: Path, count: int, stack: int) -> tuple[torch.Tensor, np.ndarray]:
+def stacks_of(store: Path, count: int, stack: int) -> tuple[torch.Tensor, np.ndarray]:
     """``count`` grey frame stacks evenly spaced over the store, and the store's frames."""
-    episodes = EpisodeStore.open(run / "data").episodes()
+    episodes = EpisodeStore.open(store).episodes()
     frames = [e.frames for e in episodes if len(e.frames) >= stack]
     if not frames or frames[0].ndim != 3:
-        raise SystemExit(f"{run / 'data'}: needs episodes of grey image frames (S, S)")
+        raise SystemExit(f"{store}: needs episodes of grey image frames (S, S)")
     ends = [(i, t) for i, f in enumerate(frames) for t in range(stack - 1, len(f))]
     picks = np.linspace(0, len(ends) - 1, min(count, len(ends))).astype(int)
     chosen = [frames[i][t - stack + 1 : t + 1] for i, t in (ends[k] for k in picks)]
@@ -76,7 +78,8 @@ def main() -> None:
         model = load_checkpoint(run / "model").model
         if not isinstance(model, DiscreteWorldModel):
             raise SystemExit(f"{run}: a {model.family!r} model; this measures the discrete one")
-        frames, store_frames = stacks_of(run, args.stacks, model.spec.frame_stack)
+        store = Path(args.data) if args.data else run / "data"
+        frames, store_frames = stacks_of(store, args.stacks, model.spec.frame_stack)
         image = decoded(model, frames)
         error = newest_error(frames, image)
         median = torch.as_tensor(np.median(store_frames[:: max(1, len(store_frames) // 2000)], 0))

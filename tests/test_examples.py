@@ -145,6 +145,8 @@ def test_atari100k_benchmark(tmp_path) -> None:
         "8",
         "--figure",
         str(figure),
+        "--data",
+        str(run_dir / "data"),
         cwd=tmp_path,
     )
     assert f"{run_dir}: 8 stacks; decoded: mse" in out and "each stack's median frame" in out
