@@ -5,7 +5,7 @@ the ``discrete`` family on images), frame stacks evenly spaced over the run's st
 episodes are encoded to codes and decoded back. Printed per run: the error of the decoded
 newest frame over all pixels and over the pixels that move within the stack, beside two
 references that draw nothing of what moves on those pixels, the median frame of the
-store's frames and each stack's own median frame (``still_frame_error``, the
+store's frames (of about 2,000 evenly spaced ones) and each stack's own median frame (``still_frame_error``, the
 ``recon_moving_still_mse`` of ``metrics.csv``). A model near the references keeps the
 static screen and little of what moves (a ball, the player). ``--figure`` writes
 real | decoded | error x 3 for four of the stacks of the first run; ``--data`` reads the
