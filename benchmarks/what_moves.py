@@ -32,6 +32,7 @@ from dreamenv.data.store import EpisodeStore  # noqa: E402
 from dreamenv.models.discrete import (  # noqa: E402
     DiscreteWorldModel,
     moving_pixel_error,
+    newest_frame_error,
     still_frame_error,
 )
 
@@ -65,13 +66,6 @@ def decoded(model: DiscreteWorldModel, frames: torch.Tensor) -> torch.Tensor:
         return model.decode(model.served_indices(frames))[:, -1].float() / 255
 
 
-def newest_error(frames: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Squared error of ``image`` against the newest frame, zero on the older ones."""
-    error = torch.zeros(frames.shape)
-    error[:, -1] = (image - frames[:, -1].float() / 255).square()
-    return error
-
-
 def main() -> None:
     args = parse_args()
     for n, run in enumerate(map(Path, args.runs)):
@@ -81,13 +75,13 @@ def main() -> None:
         store = Path(args.data) if args.data else run / "data"
         frames, store_frames = stacks_of(store, args.stacks, model.spec.frame_stack)
         image = decoded(model, frames)
-        error = newest_error(frames, image)
+        error = newest_frame_error(frames, image[:, None])
         median = torch.as_tensor(np.median(store_frames[:: max(1, len(store_frames) // 2000)], 0))
         print(
             f"{run}: {len(frames)} stacks; decoded: mse {error[:, -1].mean():.5f}, "
             f"moving pixels {moving_pixel_error(frames, error):.4f}; drawing nothing that "
             f"moves there: the store's median frame "
-            f"{moving_pixel_error(frames, newest_error(frames, median.float() / 255)):.4f}, "
+            f"{moving_pixel_error(frames, newest_frame_error(frames, median.float() / 255)):.4f}, "
             f"each stack's median frame {moving_pixel_error(frames, still_frame_error(frames)):.4f}"
         )
         if args.figure and n == 0:

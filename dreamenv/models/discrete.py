@@ -183,8 +183,17 @@ def still_frame_error(frames: torch.Tensor, channels: int = 1) -> torch.Tensor:
     """
     stack = frames.reshape(frames.shape[0], -1, channels, *frames.shape[2:])
     still = _to_unit(stack).median(1).values  # the lower median for an even stack
+    return newest_frame_error(frames, still, channels)
+
+
+def newest_frame_error(
+    frames: torch.Tensor, image: torch.Tensor, channels: int = 1
+) -> torch.Tensor:
+    """``(B, stack * channels, S, S)``: the squared error of ``image`` (``(B, channels, S,
+    S)`` or broadcastable, in [0, 1]) against each stack's newest frame, zero on the older
+    frames: the error :func:`moving_pixel_error` averages for one image per stack."""
     error = torch.zeros(frames.shape, dtype=torch.float32, device=frames.device)
-    error[:, -channels:] = (_to_unit(frames[:, -channels:]) - still).square()
+    error[:, -channels:] = (_to_unit(frames[:, -channels:]) - image).square()
     return error
 
 
