@@ -93,8 +93,9 @@ MODEL_SCORE_KEYS = (
 )
 """Result keys of the model-score panel: open-loop scores on the newest real episodes."""
 
-GAP_KEYS = (*GAP_RETURN_KEYS, "gap", *MODEL_SCORE_KEYS, "reward_steps")
-"""The reality-gap keys tabled for a run's last iteration, where its results have them."""
+GAP_KEYS = (*GAP_RETURN_KEYS, "gap", *MODEL_SCORE_KEYS, "reward_steps", "action_agreement")
+"""The reality-gap keys tabled for a run's last iteration, where its results have them
+(with how much of the previous iteration's policy its agent kept: n/a in older runs)."""
 
 
 def has_gap(rows: list[dict[str, Any]]) -> bool:
@@ -142,6 +143,9 @@ def _plot_model_scores(ax: Any, rows: list[dict[str, Any]], run: str) -> None:
     }
     for i, (key, name) in enumerate(names.items()):
         ax.plot(steps, series(rows, key), "o-", color=f"C{i + 4}", ms=3, label=name)
+    agreement = series(rows, "action_agreement")
+    if not np.isnan(agreement).all():
+        ax.plot(steps, agreement, "^--", color="0.35", ms=3, label="agent: previous action kept")
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("open-loop score on new episodes")
     ax.set_title(f"{run}: world model over H imagined steps", fontsize=9)

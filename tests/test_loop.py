@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import signal
@@ -426,6 +427,9 @@ def test_every_iteration_records_its_phases_and_reality_gap(run_dir: Path) -> No
             assert row[f"{phase}_seconds"] >= 0
         assert set(GAP_KEYS) <= set(row)
         assert row["gap"] == pytest.approx(row["dream_return"] - row["real_window_return"])
+    first, second = read_results(run_dir)
+    assert math.isnan(first["action_agreement"])  # no earlier agent
+    assert 0.0 <= second["action_agreement"] <= 1.0
     header = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
     assert "fit_seconds" in header and "reward_recall" in header
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.options import DreamOptions
 from dreamenv.evaluate import EpisodeStats, random_policy
 from dreamenv.inspection import OpenLoop, open_loop, real_segments
+from dreamenv.train.policy_change import action_agreement
 from dreamenv.train.reality_gap import (
     OPEN_LOOP_KEYS,
     model_scores,
@@ -186,3 +188,44 @@ def test_reality_gap_checks_its_counts(checkpoint_dir: Path) -> None:
         reality_gap(checkpoint_dir, random_policy(6), [], real=real, dream_episodes=0)
     with pytest.raises(ConfigError, match="segments must be an int >= 0 .* got -1"):
         reality_gap(checkpoint_dir, random_policy(6), [], real=real, segments=-1)
+
+
+def constant_policy(action: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A policy (any callable of observations) that always takes ``action``."""
+    return lambda obs: np.full(len(obs), action)
+
+
+def test_action_agreement_of_policies_that_always_or_never_agree(checkpoint_dir: Path) -> None:
+    options = DreamOptions(horizon=6, use_termination=False)
+    same = action_agreement(
+        checkpoint_dir, constant_policy(2), constant_policy(2), options=options, states=5
+    )
+    other = action_agreement(
+        checkpoint_dir, constant_policy(2), constant_policy(3), options=options, states=5
+    )
+    assert (same, other) == (1.0, 0.0)
+
+
+def test_action_agreement_of_an_sb3_agent_with_itself_and_another(checkpoint_dir: Path) -> None:
+    from stable_baselines3 import PPO
+
+    from dreamenv.sb3 import train_in_dream
+
+    options = DreamOptions(horizon=6, use_termination=False)
+    agent = train_in_dream(
+        checkpoint_dir, 64, options=options, num_envs=2, n_steps=32, seed=0, progress=False
+    )
+    assert isinstance(agent, PPO)
+    assert action_agreement(checkpoint_dir, agent, agent, options=options, states=16) == 1.0
+    share = action_agreement(
+        checkpoint_dir, agent, constant_policy(0), options=options, states=16, seed=3
+    )
+    assert 0.0 <= share <= 1.0
+
+
+@pytest.mark.parametrize("states", [0, -1, 2.5, True])
+def test_action_agreement_takes_a_positive_number_of_states(
+    checkpoint_dir: Path, states: object
+) -> None:
+    with pytest.raises(ConfigError, match="states must be a positive int"):
+        action_agreement(checkpoint_dir, constant_policy(0), constant_policy(0), states=states)  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ def fake_run(path: Path, game: str = "pong", gap: bool = False, iterations: int 
                 "reward_recall_sampled": 0.375,
                 "termination_recall": math.nan,
                 "reward_steps": 4.0 * i,
+                "action_agreement": math.nan if i == 1 else 0.8,
             }
         rows.append(row)
     path.mkdir(parents=True)
@@ -58,7 +59,8 @@ def test_gap_panels_and_table(tmp_path: Path) -> None:
     text = md.read_text()
     assert "#### reality gap (last iteration)" in text
     assert (
-        "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.500 | 0.250 | 0.375 | n/a | 12 |" in text
+        "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.500 | 0.250 | 0.375 | n/a | 12 | 0.800 |"
+        in text
     )
     assert "pong-s1 |" not in text.split("reality gap")[1]  # the old run has no gap row
 
@@ -98,3 +100,25 @@ def test_gap_table_and_has_gap() -> None:
     table = gap_table([[last]], ["r"])
     assert table.splitlines()[2].startswith("| r | 1.000 | n/a |")
     assert "n/a" in gap_table([[{"dream_return": float("nan")}]], ["r"])
+    with_agreement = gap_table([[{**last, "action_agreement": 0.75}]], ["r"])
+    assert with_agreement.splitlines()[0].endswith("| action_agreement |")
+    assert with_agreement.splitlines()[2].endswith("| 0 | 0.750 |")
+    assert table.splitlines()[2].endswith("| 0 | n/a |")  # a run from before the column
+
+
+def test_the_agents_action_agreement_is_drawn_where_recorded(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dreamenv.report import _plot_model_scores
+
+    rows = json.loads((fake_run(tmp_path / "a", gap=True) / "results.json").read_text())
+    older = [{k: v for k, v in r.items() if k != "action_agreement"} for r in rows]
+    for results, drawn in ((rows, True), (older, False)):
+        fig, ax = plt.subplots()
+        _plot_model_scores(ax, results, "a")
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert ("agent: previous action kept" in labels) is drawn
+        plt.close(fig)

@@ -332,7 +332,11 @@ def train(
 
     Returns:
         One row per finished iteration: ``iteration``, ``real_steps``, ``mean_return``,
-        ``std_return``, ``returns``, ``seconds`` (the iteration's wall-clock time).
+        ``std_return``, ``returns``, ``seconds`` (the iteration's wall-clock time), the
+        seconds of each phase, the reality gap
+        (:func:`~dreamenv.train.reality_gap.reality_gap`) and ``action_agreement`` (how
+        much of the previous iteration's policy the new agent kept:
+        :func:`~dreamenv.train.policy_change.action_agreement`; NaN in the first).
 
     Example:
         >>> rows = train("pong", "runs/pong-s0", LOOP_PRESETS["quick"], tensorboard_log="tb")
@@ -340,6 +344,7 @@ def train(
     from dreamenv.envs.options import DreamOptions
     from dreamenv.evaluate import play_episodes
     from dreamenv.sb3 import AgentPolicy, load_agent, save_agent, train_in_dream
+    from dreamenv.train.policy_change import action_agreement
     from dreamenv.train.reality_gap import reality_gap
 
     config = config or LoopConfig()
@@ -432,6 +437,15 @@ def train(
             seed=seed + 20_000 * iteration,
             life_loss=config.fit.life_loss,
         )
+        agreement = float("nan")
+        if iteration > 1:
+            agreement = action_agreement(
+                model,
+                agent,
+                load_agent(previous_agent, device),
+                options=dream_options,
+                seed=seed + 30_000 * iteration,
+            )
         timer.mark("gap")
         returns = stats.returns
         rows.append(
@@ -445,6 +459,7 @@ def train(
                 "seconds": round(time.monotonic() - start, 1),
                 **timer.seconds,
                 **gap,
+                "action_agreement": agreement,
                 "returns": returns.tolist(),
             }
         )
