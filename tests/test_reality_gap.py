@@ -229,3 +229,19 @@ def test_action_agreement_takes_a_positive_number_of_states(
 ) -> None:
     with pytest.raises(ConfigError, match="states must be a positive int"):
         action_agreement(checkpoint_dir, constant_policy(0), constant_policy(0), states=states)  # type: ignore[arg-type]
+
+
+def test_action_agreement_through_a_model_with_memory(family_checkpoint) -> None:
+    rssm = family_checkpoint("rssm")  # observations carry the model's recurrent state
+    options = DreamOptions(horizon=4, use_termination=False)
+    assert action_agreement(rssm, constant_policy(1), constant_policy(1), options=options) == 1.0
+    assert action_agreement(rssm, constant_policy(1), constant_policy(4), options=options) == 0.0
+
+
+def test_action_agreement_is_nan_for_continuous_actions(gym_checkpoint) -> None:
+    pendulum = gym_checkpoint("Pendulum-v1", "ensemble")
+
+    def zero(obs: np.ndarray) -> np.ndarray:
+        return np.zeros((len(obs), 1), dtype=np.float32)
+
+    assert math.isnan(action_agreement(pendulum, zero, zero, states=4))
