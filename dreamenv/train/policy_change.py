@@ -11,7 +11,6 @@ same agent on the old and the new model's codes) changed only 5-8% of the action
 Example:
     >>> action_agreement("runs/pong/model", load_agent("runs/pong/agent-3"),
     ...                  load_agent("runs/pong/agent-2"), options=DreamOptions())
-    0.81
 """
 
 from __future__ import annotations
