@@ -5,8 +5,8 @@ the ``discrete`` family on images), frame stacks evenly spaced over the run's st
 episodes are encoded to codes and decoded back. Printed per run: the error of the decoded
 newest frame over all pixels and over the pixels that move within the stack, beside two
 references that draw nothing of what moves on those pixels, the median frame of the
-store's frames (of about 2,000 evenly spaced ones) and each stack's own median frame (``still_frame_error``, the
-``recon_moving_still_mse`` of ``metrics.csv``). A model near the references keeps the
+store's frames (of about 2,000 evenly spaced ones) and each stack's own median frame
+(``still_frame_error``, the ``recon_moving_still_mse`` of ``metrics.csv``). A model near the references keeps the
 static screen and little of what moves (a ball, the player). ``--figure`` writes
 real | decoded | error x 3 for four of the stacks of the first run; ``--data`` reads the
 frames of one store for every run (two models on the same frames).
@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
@@ -48,8 +49,10 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def stacks_of(store: Path, count: int, stack: int) -> tuple[torch.Tensor, np.ndarray]:
-    """``count`` grey frame stacks evenly spaced over the store, and the store's frames."""
+@functools.cache
+def stacks_of(store: Path, count: int, stack: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` grey frame stacks evenly spaced over the store, and the store's median frame
+    (of about 2,000 evenly spaced frames) in [0, 1]; read once per store and stack."""
     episodes = EpisodeStore.open(store).episodes()
     frames = [e.frames for e in episodes if len(e.frames) >= stack]
     if not frames or frames[0].ndim != 3:
@@ -57,7 +60,9 @@ def stacks_of(store: Path, count: int, stack: int) -> tuple[torch.Tensor, np.nda
     ends = [(i, t) for i, f in enumerate(frames) for t in range(stack - 1, len(f))]
     picks = np.linspace(0, len(ends) - 1, min(count, len(ends))).astype(int)
     chosen = [frames[i][t - stack + 1 : t + 1] for i, t in (ends[k] for k in picks)]
-    return torch.as_tensor(np.stack(chosen)), np.concatenate(frames)
+    every = np.concatenate(frames)
+    median = np.median(every[:: max(1, len(every) // 2000)], 0)
+    return torch.as_tensor(np.stack(chosen)), torch.as_tensor(median).float() / 255
 
 
 def decoded(model: DiscreteWorldModel, frames: torch.Tensor) -> torch.Tensor:
@@ -73,15 +78,14 @@ def main() -> None:
         if not isinstance(model, DiscreteWorldModel):
             raise SystemExit(f"{run}: a {model.family!r} model; this measures the discrete one")
         store = Path(args.data) if args.data else run / "data"
-        frames, store_frames = stacks_of(store, args.stacks, model.spec.frame_stack)
+        frames, median = stacks_of(store, args.stacks, model.spec.frame_stack)
         image = decoded(model, frames)
         error = newest_frame_error(frames, image[:, None])
-        median = torch.as_tensor(np.median(store_frames[:: max(1, len(store_frames) // 2000)], 0))
         print(
             f"{run}: {len(frames)} stacks; decoded: mse {error[:, -1].mean():.5f}, "
             f"moving pixels {moving_pixel_error(frames, error):.4f}; drawing nothing that "
             f"moves there: the store's median frame "
-            f"{moving_pixel_error(frames, newest_frame_error(frames, median.float() / 255)):.4f}, "
+            f"{moving_pixel_error(frames, newest_frame_error(frames, median)):.4f}, "
             f"each stack's median frame {moving_pixel_error(frames, still_frame_error(frames)):.4f}"
         )
         if args.figure and n == 0:

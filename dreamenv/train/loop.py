@@ -341,6 +341,7 @@ def train(
     Example:
         >>> rows = train("pong", "runs/pong-s0", LOOP_PRESETS["quick"], tensorboard_log="tb")
     """
+    from dreamenv.envs.core import resolve_checkpoint
     from dreamenv.envs.options import DreamOptions
     from dreamenv.evaluate import play_episodes
     from dreamenv.sb3 import AgentPolicy, load_agent, save_agent, train_in_dream
@@ -428,8 +429,9 @@ def train(
             device=device,
         )
         timer.mark("evaluate")
+        trained_in = resolve_checkpoint(model, device, None)  # one load for the gap phase
         gap = reality_gap(
-            model,
+            trained_in,
             agent,
             EpisodeStore.open(data).episodes(after_steps=config.steps_after(iteration - 1)),
             real=stats,
@@ -440,7 +442,7 @@ def train(
         agreement = float("nan")
         if iteration > 1:
             agreement = action_agreement(
-                model,
+                trained_in,
                 agent,
                 load_agent(previous_agent, device),
                 options=dream_options,
