@@ -93,9 +93,13 @@ MODEL_SCORE_KEYS = (
 )
 """Result keys of the model-score panel: open-loop scores on the newest real episodes."""
 
-GAP_KEYS = (*GAP_RETURN_KEYS, "gap", *MODEL_SCORE_KEYS, "reward_steps", "action_agreement")
+POLICY_CHANGE_KEYS = ("action_agreement", "policy_shift")
+"""How far each iteration's agent moved from the previous one
+(:mod:`dreamenv.train.policy_change`); older runs lack the shift, or both."""
+
+GAP_KEYS = (*GAP_RETURN_KEYS, "gap", *MODEL_SCORE_KEYS, "reward_steps", *POLICY_CHANGE_KEYS)
 """The reality-gap keys tabled for a run's last iteration, where its results have them
-(with how much of the previous iteration's policy its agent kept: n/a in older runs)."""
+(n/a where an older run's lack them)."""
 
 
 def has_gap(rows: list[dict[str, Any]]) -> bool:
@@ -143,9 +147,13 @@ def _plot_model_scores(ax: Any, rows: list[dict[str, Any]], run: str) -> None:
     }
     for i, (key, name) in enumerate(names.items()):
         ax.plot(steps, series(rows, key), "o-", color=f"C{i + 4}", ms=3, label=name)
-    agreement = series(rows, "action_agreement")
-    if not np.isnan(agreement).all():
-        ax.plot(steps, agreement, "^--", color="0.35", ms=3, label="agent: previous action kept")
+    for key, marker, name in (
+        ("action_agreement", "^--", "agent: previous action kept"),
+        ("policy_shift", "v:", "agent: policy shift (TV)"),
+    ):
+        values = series(rows, key)
+        if not np.isnan(values).all():
+            ax.plot(steps, values, marker, color="0.35", ms=3, label=name)
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("open-loop score on new episodes")
     ax.set_title(f"{run}: world model over H imagined steps", fontsize=9)

@@ -429,7 +429,9 @@ def test_every_iteration_records_its_phases_and_reality_gap(run_dir: Path) -> No
         assert row["gap"] == pytest.approx(row["dream_return"] - row["real_window_return"])
     first, second = read_results(run_dir)
     assert math.isnan(first["action_agreement"])  # no earlier agent
+    assert math.isnan(first["policy_shift"])
     assert 0.0 <= second["action_agreement"] <= 1.0
+    assert 0.0 <= second["policy_shift"] <= 1.0  # PPO agents: a categorical distribution
     header = (run_dir / "results.csv").read_text().splitlines()[0].split(",")
     assert "fit_seconds" in header and "reward_recall" in header
 

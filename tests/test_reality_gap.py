@@ -16,7 +16,7 @@ from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.options import DreamOptions
 from dreamenv.evaluate import EpisodeStats, random_policy
 from dreamenv.inspection import OpenLoop, open_loop, real_segments
-from dreamenv.train.policy_change import action_agreement
+from dreamenv.train.policy_change import action_probabilities, policy_change
 from dreamenv.train.reality_gap import (
     OPEN_LOOP_KEYS,
     model_scores,
@@ -195,18 +195,20 @@ def constant_policy(action: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda obs: np.full(len(obs), action)
 
 
-def test_action_agreement_of_policies_that_always_or_never_agree(checkpoint_dir: Path) -> None:
+def test_policy_change_of_policies_that_always_or_never_agree(checkpoint_dir: Path) -> None:
     options = DreamOptions(horizon=6, use_termination=False)
-    same = action_agreement(
+    same = policy_change(
         checkpoint_dir, constant_policy(2), constant_policy(2), options=options, states=5
     )
-    other = action_agreement(
+    other = policy_change(
         checkpoint_dir, constant_policy(2), constant_policy(3), options=options, states=5
     )
-    assert (same, other) == (1.0, 0.0)
+    assert (same["action_agreement"], other["action_agreement"]) == (1.0, 0.0)
+    # a callable gives actions, not probabilities: no shift to measure
+    assert math.isnan(same["policy_shift"]) and math.isnan(other["policy_shift"])
 
 
-def test_action_agreement_of_an_sb3_agent_with_itself_and_another(checkpoint_dir: Path) -> None:
+def test_policy_change_of_an_sb3_agent_with_itself_and_another(checkpoint_dir: Path) -> None:
     from stable_baselines3 import PPO
 
     from dreamenv.sb3 import train_in_dream
@@ -216,32 +218,70 @@ def test_action_agreement_of_an_sb3_agent_with_itself_and_another(checkpoint_dir
         checkpoint_dir, 64, options=options, num_envs=2, n_steps=32, seed=0, progress=False
     )
     assert isinstance(agent, PPO)
-    assert action_agreement(checkpoint_dir, agent, agent, options=options, states=16) == 1.0
-    share = action_agreement(
+    itself = policy_change(checkpoint_dir, agent, agent, options=options, states=16)
+    assert itself == {"action_agreement": 1.0, "policy_shift": 0.0}
+    versus_constant = policy_change(
         checkpoint_dir, agent, constant_policy(0), options=options, states=16, seed=3
     )
-    assert 0.0 <= share <= 1.0
+    assert 0.0 <= versus_constant["action_agreement"] <= 1.0
+    assert math.isnan(versus_constant["policy_shift"])
+
+
+def test_policy_shift_sees_what_the_most_likely_action_hides(
+    checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    """The same agent at a lower temperature: every most likely action is kept, and the
+    shift is the total variation distance between the two distributions, state by state."""
+    from stable_baselines3 import PPO
+
+    from dreamenv.sb3 import train_in_dream
+
+    options = DreamOptions(horizon=6, use_termination=False)
+    agent = train_in_dream(
+        checkpoint_dir, 64, options=options, num_envs=2, n_steps=32, seed=0, progress=False
+    )
+    agent.save(tmp_path / "agent")
+    sharper = PPO.load(tmp_path / "agent")
+    with torch.no_grad():
+        for param in sharper.policy.action_net.parameters():
+            param.mul_(50.0)
+    change = policy_change(checkpoint_dir, sharper, agent, options=options, states=16, seed=1)
+    assert change["action_agreement"] == 1.0
+    assert change["policy_shift"] > 0.01
+
+    from dreamenv.envs.vector import DreamVectorEnv
+
+    env = DreamVectorEnv(checkpoint_dir, 16, options=options)
+    obs, _ = env.reset(seed=1)
+    env.close()
+    p, q = action_probabilities(sharper, obs), action_probabilities(agent, obs)
+    assert p is not None and q is not None
+    np.testing.assert_allclose(p.sum(-1), 1.0)
+    assert change["policy_shift"] == pytest.approx(0.5 * np.abs(p - q).sum(-1).mean())
+    assert action_probabilities(constant_policy(0), obs) is None
 
 
 @pytest.mark.parametrize("states", [0, -1, 2.5, True])
-def test_action_agreement_takes_a_positive_number_of_states(
+def test_policy_change_takes_a_positive_number_of_states(
     checkpoint_dir: Path, states: object
 ) -> None:
     with pytest.raises(ConfigError, match="states must be a positive int"):
-        action_agreement(checkpoint_dir, constant_policy(0), constant_policy(0), states=states)  # type: ignore[arg-type]
+        policy_change(checkpoint_dir, constant_policy(0), constant_policy(0), states=states)  # type: ignore[arg-type]
 
 
-def test_action_agreement_through_a_model_with_memory(family_checkpoint) -> None:
+def test_policy_change_through_a_model_with_memory(family_checkpoint) -> None:
     rssm = family_checkpoint("rssm")  # observations carry the model's recurrent state
     options = DreamOptions(horizon=4, use_termination=False)
-    assert action_agreement(rssm, constant_policy(1), constant_policy(1), options=options) == 1.0
-    assert action_agreement(rssm, constant_policy(1), constant_policy(4), options=options) == 0.0
+    same = policy_change(rssm, constant_policy(1), constant_policy(1), options=options)
+    other = policy_change(rssm, constant_policy(1), constant_policy(4), options=options)
+    assert (same["action_agreement"], other["action_agreement"]) == (1.0, 0.0)
 
 
-def test_action_agreement_is_nan_for_continuous_actions(gym_checkpoint) -> None:
+def test_policy_change_is_nan_for_continuous_actions(gym_checkpoint) -> None:
     pendulum = gym_checkpoint("Pendulum-v1", "ensemble")
 
     def zero(obs: np.ndarray) -> np.ndarray:
         return np.zeros((len(obs), 1), dtype=np.float32)
 
-    assert math.isnan(action_agreement(pendulum, zero, zero, states=4))
+    change = policy_change(pendulum, zero, zero, states=4)
+    assert math.isnan(change["action_agreement"]) and math.isnan(change["policy_shift"])

@@ -37,6 +37,7 @@ def fake_run(path: Path, game: str = "pong", gap: bool = False, iterations: int 
                 "termination_recall": math.nan,
                 "reward_steps": 4.0 * i,
                 "action_agreement": math.nan if i == 1 else 0.8,
+                "policy_shift": math.nan if i == 1 else 0.1,
             }
         rows.append(row)
     path.mkdir(parents=True)
@@ -100,13 +101,13 @@ def test_gap_table_and_has_gap() -> None:
     table = gap_table([[last]], ["r"])
     assert table.splitlines()[2].startswith("| r | 1.000 | n/a |")
     assert "n/a" in gap_table([[{"dream_return": float("nan")}]], ["r"])
-    with_agreement = gap_table([[{**last, "action_agreement": 0.75}]], ["r"])
-    assert with_agreement.splitlines()[0].endswith("| action_agreement |")
-    assert with_agreement.splitlines()[2].endswith("| 0 | 0.750 |")
-    assert table.splitlines()[2].endswith("| 0 | n/a |")  # a run from before the column
+    with_change = gap_table([[{**last, "action_agreement": 0.75, "policy_shift": 0.2}]], ["r"])
+    assert with_change.splitlines()[0].endswith("| action_agreement | policy_shift |")
+    assert with_change.splitlines()[2].endswith("| 0 | 0.750 | 0.200 |")
+    assert table.splitlines()[2].endswith("| 0 | n/a | n/a |")  # a run from before the columns
 
 
-def test_the_agents_action_agreement_is_drawn_where_recorded(tmp_path: Path) -> None:
+def test_the_agents_policy_change_is_drawn_where_recorded(tmp_path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,10 +116,16 @@ def test_the_agents_action_agreement_is_drawn_where_recorded(tmp_path: Path) -> 
     from dreamenv.report import _plot_model_scores
 
     rows = json.loads((fake_run(tmp_path / "a", gap=True) / "results.json").read_text())
-    older = [{k: v for k, v in r.items() if k != "action_agreement"} for r in rows]
-    for results, drawn in ((rows, True), (older, False)):
+    no_shift = [{k: v for k, v in r.items() if k != "policy_shift"} for r in rows]
+    older = [{k: v for k, v in r.items() if k != "action_agreement"} for r in no_shift]
+    for results, drawn in (
+        (rows, (True, True)),
+        (no_shift, (True, False)),
+        (older, (False, False)),
+    ):
         fig, ax = plt.subplots()
         _plot_model_scores(ax, results, "a")
         labels = [line.get_label() for line in ax.get_lines()]
-        assert ("agent: previous action kept" in labels) is drawn
+        assert ("agent: previous action kept" in labels) is drawn[0]
+        assert ("agent: policy shift (TV)" in labels) is drawn[1]
         plt.close(fig)

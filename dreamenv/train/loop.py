@@ -334,9 +334,9 @@ def train(
         One row per finished iteration: ``iteration``, ``real_steps``, ``mean_return``,
         ``std_return``, ``returns``, ``seconds`` (the iteration's wall-clock time), the
         seconds of each phase, the reality gap
-        (:func:`~dreamenv.train.reality_gap.reality_gap`) and ``action_agreement`` (how
-        much of the previous iteration's policy the new agent kept:
-        :func:`~dreamenv.train.policy_change.action_agreement`; NaN in the first).
+        (:func:`~dreamenv.train.reality_gap.reality_gap`), ``action_agreement`` and
+        ``policy_shift`` (how far the new agent moved from the previous iteration's:
+        :func:`~dreamenv.train.policy_change.policy_change`; NaN in the first).
 
     Example:
         >>> rows = train("pong", "runs/pong-s0", LOOP_PRESETS["quick"], tensorboard_log="tb")
@@ -345,7 +345,7 @@ def train(
     from dreamenv.envs.options import DreamOptions
     from dreamenv.evaluate import play_episodes
     from dreamenv.sb3 import AgentPolicy, load_agent, save_agent, train_in_dream
-    from dreamenv.train.policy_change import action_agreement
+    from dreamenv.train.policy_change import policy_change
     from dreamenv.train.reality_gap import reality_gap
 
     config = config or LoopConfig()
@@ -439,9 +439,9 @@ def train(
             seed=seed + 20_000 * iteration,
             life_loss=config.fit.life_loss,
         )
-        agreement = float("nan")
+        change = {"action_agreement": float("nan"), "policy_shift": float("nan")}
         if iteration > 1:
-            agreement = action_agreement(
+            change = policy_change(
                 trained_in,
                 agent,
                 load_agent(previous_agent, device),
@@ -461,7 +461,7 @@ def train(
                 "seconds": round(time.monotonic() - start, 1),
                 **timer.seconds,
                 **gap,
-                "action_agreement": agreement,
+                **change,
                 "returns": returns.tolist(),
             }
         )
