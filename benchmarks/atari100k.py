@@ -212,10 +212,17 @@ SIGNIFICANCE = 0.01
 """Two-sided p below which an agent counts as beating (or losing to) the random policy."""
 
 
+EVAL_SEED_STRIDE = 10_000
+"""A run of seed ``s`` plays its comparison with random from evaluation seed
+``EVAL_SEED_STRIDE * s``: each seed's random sample is its own, so the seeds of a game
+give independent p-values (seed 0: evaluation seed 0, as before)."""
+
+
 def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str, Any]:
     """The run's last agent and a uniformly random policy, ``episodes`` real episodes each
-    on the same seeds (evaluation seed 0), compared by Welch's t-test; kept in
-    ``RUN/versus_random.json`` and read back while the agent and ``episodes`` are the same.
+    on the same seeds (from :data:`EVAL_SEED_STRIDE` times the run's seed), compared by
+    Welch's t-test; kept in ``RUN/versus_random.json`` and read back while the agent,
+    ``episodes`` and the evaluation seed are the same.
 
     Example:
         >>> versus_random(Path("runs/atari100k/pong-s0"), 32)["p_value"]
@@ -226,17 +233,23 @@ def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str
     from dreamenv.sb3 import load_agent
 
     iteration = len(read_results(run_dir))
+    seed = EVAL_SEED_STRIDE * int(json.loads((run_dir / "run.json").read_text())["seed"])
     path = run_dir / VERSUS_FILE
     if path.is_file():
         saved = json.loads(path.read_text())
-        if (saved.get("iteration"), saved.get("episodes")) == (iteration, episodes):
+        if (saved.get("iteration"), saved.get("episodes"), saved.get("seed", 0)) == (
+            iteration,
+            episodes,
+            seed,
+        ):
             return saved
     ckpt = load_checkpoint(run_dir / "model", device)
     agent = load_agent(run_dir / f"agent-{iteration}", device)
-    compared = against_random(agent, ckpt, episodes=episodes, device=device)
+    compared = against_random(agent, ckpt, episodes=episodes, seed=seed, device=device)
     result = {
         "iteration": iteration,
         "episodes": episodes,
+        "seed": seed,
         "agent": compared.agent.tolist(),
         "random": compared.random.tolist(),
         "welch_t": compared.welch_t,

@@ -99,7 +99,7 @@ def test_the_last_agent_plays_against_random_once(
     bench: ModuleType, played_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = bench.versus_random(played_run, 3)
-    assert (result["iteration"], result["episodes"]) == (1, 3)
+    assert (result["iteration"], result["episodes"], result["seed"]) == (1, 3, 0)
     assert len(result["agent"]) == len(result["random"]) == 3
     assert 0.0 <= result["p_value"] <= 1.0 or math.isnan(result["p_value"])
     assert json.loads((played_run / bench.VERSUS_FILE).read_text()) == result
@@ -112,6 +112,32 @@ def test_the_last_agent_plays_against_random_once(
     assert bench.versus_random(played_run, 3) == result  # read back, not played again
     with pytest.raises(AssertionError, match="played again"):
         bench.versus_random(played_run, 4)  # another episode count is another comparison
+
+
+def test_each_seed_plays_its_own_evaluation_seeds(
+    bench: ModuleType, played_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed 1's agent and random play other episodes than seed 0's: independent samples."""
+    import dreamenv.evaluate
+
+    run = tmp_path / "pong-s1"
+    shutil.copytree(played_run, run)
+    (run / bench.VERSUS_FILE).unlink(missing_ok=True)
+    (run / "run.json").write_text(json.dumps({"game": "pong", "seed": 1}))
+    seeds: list[int] = []
+    real = dreamenv.evaluate.against_random
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seeds.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dreamenv.evaluate, "against_random", spy)
+    result = bench.versus_random(run, 2)
+    assert seeds == [bench.EVAL_SEED_STRIDE] and result["seed"] == bench.EVAL_SEED_STRIDE
+    saved = json.loads((run / bench.VERSUS_FILE).read_text())
+    (run / bench.VERSUS_FILE).write_text(json.dumps({**saved, "seed": 0}))
+    bench.versus_random(run, 2)  # a comparison kept from other evaluation seeds: played again
+    assert seeds == [bench.EVAL_SEED_STRIDE] * 2
 
 
 def test_the_table_shows_the_same_run_comparison(bench: ModuleType, tmp_path: Path) -> None:
