@@ -19,7 +19,6 @@ iterations, agreement 1.0 however the rest of the distribution moved); the shift
 Example:
     >>> policy_change("runs/pong/model", load_agent("runs/pong/agent-3"),
     ...               load_agent("runs/pong/agent-2"), options=DreamOptions())
-    {'action_agreement': 0.81, 'policy_shift': 0.12}
 """
 
 from __future__ import annotations
