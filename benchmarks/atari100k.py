@@ -237,11 +237,8 @@ def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str
     path = run_dir / VERSUS_FILE
     if path.is_file():
         saved = json.loads(path.read_text())
-        if (saved.get("iteration"), saved.get("episodes"), saved.get("seed", 0)) == (
-            iteration,
-            episodes,
-            seed,
-        ):
+        kept = (saved.get("iteration"), saved.get("episodes"), saved.get("seed", 0))
+        if kept == (iteration, episodes, seed):
             return saved
     ckpt = load_checkpoint(run_dir / "model", device)
     agent = load_agent(run_dir / f"agent-{iteration}", device)

@@ -345,7 +345,7 @@ def train(
     from dreamenv.envs.options import DreamOptions
     from dreamenv.evaluate import play_episodes
     from dreamenv.sb3 import AgentPolicy, load_agent, save_agent, train_in_dream
-    from dreamenv.train.policy_change import policy_change
+    from dreamenv.train.policy_change import policy_change, unmeasured
     from dreamenv.train.reality_gap import reality_gap
 
     config = config or LoopConfig()
@@ -439,7 +439,7 @@ def train(
             seed=seed + 20_000 * iteration,
             life_loss=config.fit.life_loss,
         )
-        change = {"action_agreement": float("nan"), "policy_shift": float("nan")}
+        change = unmeasured()
         if iteration > 1:
             change = policy_change(
                 trained_in,

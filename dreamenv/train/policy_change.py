@@ -52,6 +52,12 @@ def action_probabilities(agent: PolicyLike, obs: np.ndarray) -> np.ndarray | Non
     return torch.softmax(logits.double(), -1).cpu().numpy()
 
 
+def unmeasured() -> dict[str, float]:
+    """:func:`policy_change`'s figures where there is nothing to compare (the loop's first
+    iteration has no earlier agent; continuous actions): NaN."""
+    return {"action_agreement": float("nan"), "policy_shift": float("nan")}
+
+
 def policy_change(
     checkpoint: str | Path | Checkpoint,
     agent: PolicyLike,
@@ -88,7 +94,7 @@ def policy_change(
     env = DreamVectorEnv(ckpt, states, options=options)
     try:
         if not isinstance(env.single_action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-            return {"action_agreement": float("nan"), "policy_shift": float("nan")}
+            return unmeasured()
         obs, _ = env.reset(seed=seed)
     finally:
         env.close()
