@@ -8,7 +8,8 @@ Speed (milliseconds per call, float32 and bfloat16 timed in turn on the same inp
 - ``dream step``: ``DreamCore.step`` + ``observe`` at batch ``--batch``;
 - ``trunk update``: forward and backward of :class:`~dreamenv.sb3.LatentExtractor` at
   PPO's minibatch of 400;
-- ``encode``: the model's frames-to-codes at batch 64.
+- ``encode``: the model's frames-to-codes at batch 64 (eval mode, BatchNorms folded), and
+  ``encode (module)``: the same codes through the encoder module under autocast.
 
 Quality (``--fit-updates`` > 0): the same fit (same data, seed and updates) in each
 precision, then both checkpoints' held-out metrics on the same batches in float32.
@@ -44,6 +45,7 @@ from dreamenv.envs.core import DreamCore  # noqa: E402
 from dreamenv.envs.options import DreamOptions  # noqa: E402
 from dreamenv.memory import keep_freed_memory  # noqa: E402
 from dreamenv.models.base import build_model  # noqa: E402
+from dreamenv.models.discrete import DiscreteWorldModel  # noqa: E402
 from dreamenv.precision import PRECISIONS, Precision, autocast  # noqa: E402
 from dreamenv.sb3.extractor import LatentExtractor  # noqa: E402
 from dreamenv.train.fit import FitConfig, fit  # noqa: E402
@@ -94,9 +96,27 @@ def speed_rows(store: EpisodeStore, preset: str, batch: int, repeats: int) -> li
         frames = data["frames"][:, 0].repeat(2, 1, 1, 1)
         coder = dataclasses.replace(model.config, precision=precision)
         model.config = coder
+        model.eval()
         encode = timed(lambda frames=frames: model.encode(frames), repeats)
-        rows.append({"precision": precision, "joint update": joint, "encode": encode})
+        module = timed(lambda frames=frames: module_encode(model, frames), repeats)
+        rows.append(
+            {
+                "precision": precision,
+                "joint update": joint,
+                "encode": encode,
+                "encode (module)": module,
+            }
+        )
     return rows
+
+
+@torch.no_grad()
+def module_encode(model: DiscreteWorldModel, frames: torch.Tensor) -> torch.Tensor:
+    """Codes through the encoder module under autocast (eval mode): what ``encode`` ran before
+    it folded the BatchNorms (:meth:`~dreamenv.models.discrete.Encoder.infer`)."""
+    with autocast(model.config.precision, frames.device):
+        z = model.encoder(frames / 255.0).float()
+    return model.quantizer.indices(z.permute(0, 2, 3, 1).reshape(-1, model.config.code_dim))
 
 
 def dream_and_trunk_rows(checkpoint: Path, batch: int, repeats: int) -> list[dict]:

@@ -25,6 +25,7 @@ from dreamenv.models.discrete import (
     continuous_bernoulli_mean,
     continuous_bernoulli_nll,
 )
+from dreamenv.precision import autocast
 from dreamenv.random_streams import BatchRandom, key_from_seed
 
 SPEC = AtariSpec("pong")
@@ -337,6 +338,55 @@ def test_served_indices_leave_batch_norm_statistics_alone() -> None:
     model.served_indices(batch["frames"].flatten(0, 1))
     after = model.encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _module_codes(model: DiscreteWorldModel, frames: torch.Tensor) -> torch.Tensor:
+    """The codes of the encoder module itself (eval mode, autocast in the model's precision):
+    what :meth:`Encoder.infer` must reproduce with its BatchNorms folded."""
+    with torch.no_grad(), autocast(model.config.precision, "cpu"):
+        z = model.encoder(frames / 255.0).float()
+    flat = z.permute(0, 2, 3, 1).reshape(-1, model.config.code_dim)
+    return model.quantizer.indices(flat).view(len(frames), model.grid, model.grid)
+
+
+def test_eval_encode_folds_batch_norm_into_the_same_codes() -> None:
+    model, batch = _warmed_up()
+    model.eval()
+    frames = batch["frames"].flatten(0, 1)
+    assert all(float(bn.running_mean.abs().max()) > 0 for bn in _batch_norms(model))
+    with torch.no_grad():
+        reference = model.encoder(frames / 255.0)
+    torch.testing.assert_close(
+        model.encoder.infer(frames, torch.float32), reference, rtol=1e-4, atol=1e-5
+    )
+    assert torch.equal(model.encode(frames), _module_codes(model, frames))
+
+
+def test_bfloat16_infer_stays_near_the_float32_module() -> None:
+    model, batch = _warmed_up()
+    model.eval()
+    frames = batch["frames"].flatten(0, 1)
+    with torch.no_grad():
+        reference = model.encoder(frames / 255.0)
+    folded = model.encoder.infer(frames, torch.bfloat16)
+    assert folded.dtype == torch.float32
+    assert float((folded - reference).abs().max()) < 0.05 * float(reference.abs().max())
+
+
+def test_encode_keeps_its_own_precision_under_an_outer_autocast() -> None:
+    model, batch = _warmed_up()
+    model.eval()
+    frames = batch["frames"].flatten(0, 1)
+    alone = model.encode(frames)
+    with autocast("bfloat16", "cpu"):
+        inside = model.encode(frames)
+    assert torch.equal(alone, inside)
+
+
+def test_encoder_infer_refuses_train_mode() -> None:
+    model, batch = _warmed_up()
+    with pytest.raises(RuntimeError, match=r"running statistics: call \.eval\(\)"):
+        model.encoder.infer(batch["frames"][:, 0], torch.float32)
 
 
 def _dead_code_model() -> tuple[DiscreteWorldModel, dict[str, torch.Tensor], list]:

