@@ -370,6 +370,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for name, value in (
             ("iterations", args.iterations),
             ("initial_steps", args.initial_steps),
+            ("random_hold", args.random_hold),
             ("steps_per_iteration", args.steps_per_iteration),
             ("temperature", args.temperature),
             ("screen_size", args.screen_size),
@@ -713,6 +714,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iterations", type=int)
     p.add_argument("--initial-steps", type=int)
+    p.add_argument(
+        "--random-hold",
+        type=float,
+        help="mean steps the first collection holds each random action (default: the "
+        "preset's; 1 = a fresh action every step, the paper's)",
+    )
     p.add_argument("--steps-per-iteration", type=int)
     p.add_argument("--temperature", type=float)
     p.add_argument("--screen-size", type=int, help="frame side (default: the preset's)")

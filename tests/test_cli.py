@@ -261,7 +261,7 @@ def test_dream_options_come_whole_with_dreamoptions_defaults(
     assert seen[2]["policy_kwargs"] == {"net_arch": [8]}
 
 
-def test_train_passes_tensorboard_and_reset_share(
+def test_train_passes_tensorboard_reset_share_and_random_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dreamenv.train.loop
@@ -274,6 +274,8 @@ def test_train_passes_tensorboard_and_reset_share(
     assert seen[0]["tensorboard_log"] == "tb"
     assert main(["train", "pong", "--run-dir", str(tmp_path / "b"), "--reset-share", "1"]) == 0
     assert seen[0]["config"].reset_share == 0.0 and seen[1]["config"].reset_share == 1.0
+    assert main(["train", "pong", "--run-dir", str(tmp_path / "c"), "--random-hold", "16"]) == 0
+    assert seen[0]["config"].random_hold == 1.0 and seen[2]["config"].random_hold == 16.0
 
 
 def _killed_dream(checkpoint: Path, out: Path, kill) -> int:

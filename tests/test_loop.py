@@ -18,6 +18,7 @@ import pytest
 
 from dreamenv import AtariSpec, ConfigError, DatasetError, FitConfig
 from dreamenv.cli import main
+from dreamenv.data.collect import HeldRandomPolicy
 from dreamenv.report import human_normalized, reference_scores, write_report
 from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, check_resume, read_results, train
 
@@ -399,6 +400,34 @@ def test_quickstart_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     out = capsys.readouterr().out
     assert "| trained in the dream | 2 |" in out and "| random | 2 |" in out
     assert "two-sided p" in out and Path(result["report"]).is_file()
+
+
+@pytest.mark.parametrize("hold", [1.0, 16.0])
+def test_the_first_collection_holds_random_actions_as_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: float
+) -> None:
+    seen: dict[str, object] = {}
+
+    def stop_at_collect(*args: object, policy: object = None, **kwargs: object) -> None:
+        seen["policy"] = policy
+        raise RuntimeError("stopped before collecting")
+
+    monkeypatch.setattr("dreamenv.train.loop.collect", stop_at_collect)
+    config = dataclasses.replace(TINY_LOOP, random_hold=hold)
+    with pytest.raises(RuntimeError, match="stopped before collecting"):
+        train("pong", tmp_path / "run", config, spec=SPEC, progress=False)
+    policy = seen["policy"]
+    if hold == 1.0:
+        assert policy is None  # collect's own RandomPolicy: the paper's, and older runs' data
+    else:
+        assert isinstance(policy, HeldRandomPolicy) and policy.hold == hold
+        assert policy.spec == SPEC.action_spec
+
+
+@pytest.mark.parametrize("hold", [0.5, 0, True, "16"])
+def test_random_hold_below_one_step_is_refused(hold: object) -> None:
+    with pytest.raises(ConfigError, match=r"random_hold must be a number of steps >= 1.*got"):
+        dataclasses.replace(TINY_LOOP, random_hold=hold)
 
 
 def test_the_atari100k_preset_counts_the_papers_real_steps() -> None:
