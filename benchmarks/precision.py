@@ -8,8 +8,9 @@ Speed (milliseconds per call, float32 and bfloat16 timed in turn on the same inp
 - ``dream step``: ``DreamCore.step`` + ``observe`` at batch ``--batch``;
 - ``trunk update``: forward and backward of :class:`~dreamenv.sb3.LatentExtractor` at
   PPO's minibatch of 400;
-- ``encode``: the model's frames-to-codes at batch 64 (eval mode, BatchNorms folded), and
-  ``encode (module)``: the same codes through the encoder module under autocast.
+- ``encode``: the model's frames-to-codes (eval mode, BatchNorms folded) of the joint
+  update's batch (32 x 17 stacks: the dynamics' targets), and ``encode (module)``: the same
+  codes through the encoder module under autocast (as ``encode`` ran before the folding).
 
 Quality (``--fit-updates`` > 0): the same fit (same data, seed and updates) in each
 precision, then both checkpoints' held-out metrics on the same batches in float32.
@@ -93,7 +94,7 @@ def speed_rows(store: EpisodeStore, preset: str, batch: int, repeats: int) -> li
 
         model.train()
         joint = (timed(lambda: update(0), repeats) + timed(lambda: update(1), repeats)) / 2
-        frames = data["frames"][:, 0].repeat(2, 1, 1, 1)
+        frames = data["frames"].flatten(0, 1)  # the joint update's 32 x 17 stacks
         coder = dataclasses.replace(model.config, precision=precision)
         model.config = coder
         model.eval()
