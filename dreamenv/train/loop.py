@@ -215,8 +215,8 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
 """``atari100k``: the paper's protocol (meant for a GPU): 12,800 random real steps, then 14
 iterations of 6,400 with the policy, 102,400 real steps in all, as the paper counts its
 "100K" (``LoopConfig().total_steps``; ``with_budget(100_000)`` stops at 96,000). ``quick``: scaled down for 2 CPU
-cores (the quickstart: 10 min 48 s on an AMD EPYC with AVX-512 BF16, 16 min 34 s there in
-float32): one iteration of 100K random real steps of 64x64 frames (a 4x4 latent grid),
+cores (the quickstart: 7 min 15 s on an AMD EPYC with AVX-512 BF16 beside a one-thread
+run on its other core; 16 min 34 s there in float32 under a similar load, an older release): one iteration of 100K random real steps of 64x64 frames (a 4x4 latent grid),
 in bfloat16, 6 world-model epochs of 150 updates (2 of VQ-VAE warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
 that end only at the horizon (as in the paper); pass ``--iterations 2`` (or more) to go on
 collecting with the policy. ``cpu100k``: the paper's real-interaction protocol unchanged
