@@ -46,7 +46,6 @@ from dreamenv.envs.core import DreamCore  # noqa: E402
 from dreamenv.envs.options import DreamOptions  # noqa: E402
 from dreamenv.memory import keep_freed_memory  # noqa: E402
 from dreamenv.models.base import build_model  # noqa: E402
-from dreamenv.models.discrete import DiscreteWorldModel  # noqa: E402
 from dreamenv.precision import PRECISIONS, Precision, autocast  # noqa: E402
 from dreamenv.sb3.extractor import LatentExtractor  # noqa: E402
 from dreamenv.train.fit import FitConfig, fit  # noqa: E402
@@ -99,7 +98,7 @@ def speed_rows(store: EpisodeStore, preset: str, batch: int, repeats: int) -> li
         model.config = coder
         model.eval()
         encode = timed(lambda frames=frames: model.encode(frames), repeats)
-        module = timed(lambda frames=frames: module_encode(model, frames), repeats)
+        module = timed(lambda frames=frames: model.module_indices(frames), repeats)
         rows.append(
             {
                 "precision": precision,
@@ -109,15 +108,6 @@ def speed_rows(store: EpisodeStore, preset: str, batch: int, repeats: int) -> li
             }
         )
     return rows
-
-
-@torch.no_grad()
-def module_encode(model: DiscreteWorldModel, frames: torch.Tensor) -> torch.Tensor:
-    """Codes through the encoder module under autocast (eval mode): what ``encode`` ran before
-    it folded the BatchNorms (:meth:`~dreamenv.models.discrete.Encoder.infer`)."""
-    with autocast(model.config.precision, frames.device):
-        z = model.encoder(frames / 255.0).float()
-    return model.quantizer.indices(z.permute(0, 2, 3, 1).reshape(-1, model.config.code_dim))
 
 
 def dream_and_trunk_rows(checkpoint: Path, batch: int, repeats: int) -> list[dict]:

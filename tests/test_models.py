@@ -340,15 +340,6 @@ def test_served_indices_leave_batch_norm_statistics_alone() -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def _module_codes(model: DiscreteWorldModel, frames: torch.Tensor) -> torch.Tensor:
-    """The codes of the encoder module itself (eval mode, autocast in the model's precision):
-    what :meth:`Encoder.infer` must reproduce with its BatchNorms folded."""
-    with torch.no_grad(), autocast(model.config.precision, "cpu"):
-        z = model.encoder(frames / 255.0).float()
-    flat = z.permute(0, 2, 3, 1).reshape(-1, model.config.code_dim)
-    return model.quantizer.indices(flat).view(len(frames), model.grid, model.grid)
-
-
 def test_eval_encode_folds_batch_norm_into_the_same_codes() -> None:
     model, batch = _warmed_up()
     model.eval()
@@ -359,7 +350,8 @@ def test_eval_encode_folds_batch_norm_into_the_same_codes() -> None:
     torch.testing.assert_close(
         model.encoder.infer(frames, torch.float32), reference, rtol=1e-4, atol=1e-5
     )
-    assert torch.equal(model.encode(frames), _module_codes(model, frames))
+    with torch.no_grad():
+        assert torch.equal(model.encode(frames), model.module_indices(frames))
 
 
 def test_bfloat16_infer_stays_near_the_float32_module() -> None:

@@ -480,13 +480,20 @@ class DiscreteWorldModel(WorldModel):
         bank and the dynamics' targets: 1.46x faster than the module in bfloat16 for a joint
         update's 544 stacks of 96x96 frames, ``benchmarks/precision.py``)."""
         if self.encoder.training:
-            with autocast(self.config.precision, frames.device):
-                z = self._encode_continuous(frames)
-        else:
-            dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
-            with torch.autocast(frames.device.type, enabled=False):
-                z = self.encoder.infer(frames, dtype)
-            z = z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
+            return self.module_indices(frames)
+        dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
+        with torch.autocast(frames.device.type, enabled=False):
+            z = self.encoder.infer(frames, dtype)
+        z = z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
+        return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
+
+    @torch.no_grad()
+    def module_indices(self, frames: torch.Tensor) -> torch.Tensor:
+        """Codes through the encoder module under autocast in the model's ``precision``
+        (BatchNorm in the encoder's own mode): :meth:`encode` in train mode, and in eval mode
+        the reference its folding reproduces (``benchmarks/precision.py`` times both)."""
+        with autocast(self.config.precision, frames.device):
+            z = self._encode_continuous(frames)
         return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
 
     @torch.no_grad()
