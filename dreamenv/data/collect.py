@@ -52,6 +52,20 @@ class RandomPolicy:
         return rng.integers(0, self.num_actions, size=len(frames), dtype=np.int64)
 
 
+def check_hold(value: object, name: str = "hold") -> None:
+    """A finite number of steps >= 1 (the mean time a random action is held), or a
+    :class:`ConfigError` naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (np.isfinite(value) and value >= 1)
+    ):
+        raise ConfigError(
+            f"{name} must be a number of steps >= 1 (the mean length of a held random "
+            f"action; 1: a fresh action every step), got {value!r}."
+        )
+
+
 class HeldRandomPolicy(RandomPolicy):
     """Uniformly random actions, each held for a random number of steps (geometric, of mean
     ``hold``): temporally correlated exploration, so that a random driver keeps its foot on
@@ -65,11 +79,7 @@ class HeldRandomPolicy(RandomPolicy):
 
     def __init__(self, num_actions: int | ActionSpec, hold: float) -> None:
         super().__init__(num_actions)
-        if not (isinstance(hold, (int, float)) and np.isfinite(hold) and hold >= 1):
-            raise ConfigError(
-                f"hold must be a number of steps >= 1 (the mean length of a held random "
-                f"action; 1: a fresh action every step), got {hold!r}."
-            )
+        check_hold(hold)
         self.hold = float(hold)
         self.previous: np.ndarray | None = None
 

@@ -472,7 +472,15 @@ class DiscreteWorldModel(WorldModel):
     # --- representation -----------------------------------------------------------------
     def _encode_continuous(self, frames: torch.Tensor) -> torch.Tensor:
         z = self.encoder(_to_unit(frames)).float()  # (B, D, G, G); float32 under autocast
+        return self._cells(z)
+
+    def _cells(self, z: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs ``(B, D, G, G)`` as one ``D``-vector per grid cell ``(B*G*G, D)``."""
         return z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
+
+    def _grid_indices(self, cells: torch.Tensor, batch: int) -> torch.Tensor:
+        """The nearest codes of :meth:`_cells`' vectors, as ``(batch, G, G)`` index grids."""
+        return self.quantizer.indices(cells).view(batch, self.grid, self.grid)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames to the grid of code indices, in the model's ``precision`` whatever autocast
@@ -484,8 +492,7 @@ class DiscreteWorldModel(WorldModel):
         dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
         with torch.autocast(frames.device.type, enabled=False):
             z = self.encoder.infer(frames, dtype)
-        z = z.permute(0, 2, 3, 1).reshape(-1, self.config.code_dim)
-        return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
+        return self._grid_indices(self._cells(z), len(frames))
 
     @torch.no_grad()
     def module_indices(self, frames: torch.Tensor) -> torch.Tensor:
@@ -494,7 +501,7 @@ class DiscreteWorldModel(WorldModel):
         the reference its folding reproduces (``benchmarks/precision.py`` times both)."""
         with autocast(self.config.precision, frames.device):
             z = self._encode_continuous(frames)
-        return self.quantizer.indices(z).view(frames.shape[0], self.grid, self.grid)
+        return self._grid_indices(z, len(frames))
 
     @torch.no_grad()
     def served_indices(self, frames: torch.Tensor) -> torch.Tensor:

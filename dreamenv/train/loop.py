@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from dreamenv.atomic_files import write_atomic, write_json
-from dreamenv.data.collect import HeldRandomPolicy, Policy, collect
+from dreamenv.data.collect import HeldRandomPolicy, Policy, check_hold, collect
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.envs.options import check_reset_share
@@ -119,12 +119,7 @@ class LoopConfig:
     def __post_init__(self) -> None:
         check_precision(self.precision, "LoopConfig.precision")
         check_reset_share(self.reset_share, "LoopConfig.reset_share")
-        hold = self.random_hold
-        if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not hold >= 1:
-            raise ConfigError(
-                f"LoopConfig.random_hold must be a number of steps >= 1 (the mean time the "
-                f"first collection holds a random action; 1: the paper's), got {hold!r}."
-            )
+        check_hold(self.random_hold, "LoopConfig.random_hold")
 
     @property
     def total_steps(self) -> int:
