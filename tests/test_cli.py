@@ -276,6 +276,9 @@ def test_train_passes_tensorboard_reset_share_and_random_hold(
     assert seen[0]["config"].reset_share == 0.0 and seen[1]["config"].reset_share == 1.0
     assert main(["train", "pong", "--run-dir", str(tmp_path / "c"), "--random-hold", "16"]) == 0
     assert seen[0]["config"].random_hold == 1.0 and seen[2]["config"].random_hold == 16.0
+    paper_draws = ["--preset", "cpu100k", "--random-hold", "1"]
+    assert main(["train", "pong", "--run-dir", str(tmp_path / "d"), *paper_draws]) == 0
+    assert seen[3]["config"].random_hold == 1.0  # the preset holds 16; the flag undoes it
 
 
 def _killed_dream(checkpoint: Path, out: Path, kill) -> int:

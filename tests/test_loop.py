@@ -446,6 +446,7 @@ def test_the_cpu100k_preset_keeps_the_papers_protocol() -> None:
     spec = AtariSpec("pong", screen_size=cpu.screen_size)
     assert spec.frame_skip == 4 and spec.repeat_action_probability == 0.0
     assert cpu.fit.life_loss and cpu.use_termination and cpu.device == "cpu"
+    assert paper.random_hold == 1 and cpu.random_hold == 16  # uniform actions, held
 
 
 def test_every_iteration_records_its_phases_and_reality_gap(run_dir: Path) -> None:

@@ -67,7 +67,8 @@ class LoopConfig:
     action (:class:`~dreamenv.data.collect.HeldRandomPolicy`: a fresh draw with probability
     ``1 / random_hold`` a step); 1: a fresh action every step, the paper's. Held actions
     reach farther: Freeway's first 12,800 steps cross the road 17-29 times at 16 and never
-    at 1, and a ``cpu100k`` run with 16 ends at 19.9 crossings a game (docs/results.md)."""
+    at 1, and a ``cpu100k`` run ends at 19.9 crossings a game with 16 (the preset's) and
+    1.5 with 1 (docs/results.md)."""
     steps_per_iteration: int = 6_400
     """Real steps collected with the current policy in every later iteration."""
     temperature: float = 1.5
@@ -183,6 +184,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         precision="bfloat16",
     ),
     "cpu100k": LoopConfig(
+        random_hold=16.0,
         screen_size=96,
         wm_epochs=(11, 2),
         warmup_epochs=3,
@@ -214,9 +216,11 @@ cores (the quickstart: 7 min 15 s on an AMD EPYC with AVX-512 BF16 beside a one-
 run on its other core; 16 min 34 s there in float32 under a similar load, an older release): one iteration of 100K random real steps of 64x64 frames (a 4x4 latent grid),
 in bfloat16, 6 world-model epochs of 150 updates (2 of VQ-VAE warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
 that end only at the horizon (as in the paper); pass ``--iterations 2`` (or more) to go on
-collecting with the policy. ``cpu100k``: the paper's real-interaction protocol unchanged
+collecting with the policy. ``cpu100k``: the paper's real-interaction budget unchanged
 (12,800 random steps, 14 iterations of 6,400 with the policy at temperature 1.5, 32
-evaluation episodes after each) with budgets for one CPU core in at most 90 minutes:
+evaluation episodes after each), the random steps holding each uniformly random action
+for a geometric number of steps of mean 16 (``random_hold``: without it Freeway's first
+data never crosses the road), with budgets for one CPU core in at most 90 minutes:
 96x96 frames (the paper's 6x6 grid), the ``small`` model, bfloat16 autocast in fitting,
 encoding, the dream and the policy trunk; 300 warm-up and 800 joint updates in the first
 iteration, 200 in each later one; PPO for about 200K imagined steps in the first
