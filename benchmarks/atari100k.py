@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamenv.atomic_files import write_json
 from dreamenv.envs.atari import normalize_game
 from dreamenv.report import human_normalized, reference_scores, write_report
 from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, read_results, train
@@ -145,18 +146,21 @@ def train_run(
 
 
 class Timings:
-    """Wall-clock seconds of every run, summed over its sessions, in ``OUT/timings.json``."""
+    """Wall-clock seconds of every run, summed over its sessions, in ``OUT/timings.json``;
+    each ``add`` re-reads the file first, so two benchmark calls sharing one output keep
+    each other's runs."""
 
     def __init__(self, out: Path) -> None:
         self.path = out / "timings.json"
-        self.seconds: dict[str, float] = (
-            json.loads(self.path.read_text()) if self.path.is_file() else {}
-        )
+        self.seconds: dict[str, float] = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def add(self, key: str, seconds: float) -> None:
+        self.seconds = {**self.seconds, **self._read()}
         self.seconds[key] = self.seconds.get(key, 0.0) + seconds
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.seconds, indent=2))
+        write_json(self.path, self.seconds)
 
 
 def train_all(args: argparse.Namespace, config: LoopConfig, games: list[str]) -> Timings:
@@ -227,7 +231,6 @@ def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str
     Example:
         >>> versus_random(Path("runs/atari100k/pong-s0"), 32)["p_value"]
     """
-    from dreamenv.atomic_files import write_json
     from dreamenv.checkpoint import load_checkpoint
     from dreamenv.evaluate import against_random
     from dreamenv.sb3 import load_agent

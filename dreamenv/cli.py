@@ -706,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="quick",
-        help="quick (the quickstart), cpu100k (the paper's protocol sized for one CPU core) "
+        help="quick (the quickstart), cpu100k (the paper's real-step budget sized for one CPU core) "
         "or atari100k (the paper's, for a GPU)",
     )
     p.add_argument("--budget", type=int, help="real agent steps; sets the number of iterations")

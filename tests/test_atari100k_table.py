@@ -165,3 +165,16 @@ def test_versus_random_needs_two_episodes(bench: ModuleType, capsys: pytest.Capt
     assert (
         "--versus-random must be 0 (skip) or at least 2 episodes, got 1" in capsys.readouterr().err
     )
+
+
+def test_two_benchmark_calls_sharing_an_output_keep_each_others_timings(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    first, second = bench.Timings(tmp_path), bench.Timings(tmp_path)  # both start empty
+    first.add("freeway-s0", 60.0)
+    second.add("ms_pacman-s0", 30.0)
+    second.add("freeway-s0", 6.0)  # a resumed run adds its new session
+    assert json.loads((tmp_path / "timings.json").read_text()) == {
+        "freeway-s0": 66.0,
+        "ms_pacman-s0": 30.0,
+    }
