@@ -158,7 +158,7 @@ class Timings:
         return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def add(self, key: str, seconds: float) -> None:
-        self.seconds = {**self.seconds, **self._read()}
+        self.seconds = self._read()  # what another call wrote since
         self.seconds[key] = self.seconds.get(key, 0.0) + seconds
         write_json(self.path, self.seconds)
 

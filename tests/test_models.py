@@ -350,8 +350,7 @@ def test_eval_encode_folds_batch_norm_into_the_same_codes() -> None:
     torch.testing.assert_close(
         model.encoder.infer(frames, torch.float32), reference, rtol=1e-4, atol=1e-5
     )
-    with torch.no_grad():
-        assert torch.equal(model.encode(frames), model.module_indices(frames))
+    assert torch.equal(model.encode(frames), model.module_indices(frames))
 
 
 def test_bfloat16_infer_stays_near_the_float32_module() -> None:
