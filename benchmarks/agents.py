@@ -36,7 +36,7 @@ from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.envs.options import DreamOptions
 from dreamenv.evaluate import evaluate, random_policy
 from dreamenv.sb3 import train_in_dream
-from dreamenv.stats import mean_std, welch_test
+from dreamenv.stats import AgainstRandom, mean_std
 
 AGENTS = ("sb3", "cem", "cmaes", "actor-critic")
 
@@ -171,10 +171,6 @@ def run_agent(name: str, ckpt: Checkpoint, args: argparse.Namespace) -> dict[str
     }
 
 
-def _p(a: np.ndarray, b: np.ndarray) -> float:
-    return welch_test(a, b)[2] if min(len(a), len(b)) > 1 else float("nan")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -199,10 +195,10 @@ def main(argv: list[str] | None = None) -> None:
                 "what": r["what"],
                 "real_return": mean_std(r["returns"]),
                 "mean": round(float(r["returns"].mean()), 2),
-                "p_vs_random": _p(r["returns"], random),
+                "p_vs_random": AgainstRandom.of(r["returns"], random).p_value,
                 "p_vs_sb3": float("nan")
                 if sb3 is None or r["agent"] == "sb3"
-                else _p(r["returns"], sb3),
+                else AgainstRandom.of(r["returns"], sb3).p_value,
                 "imagined_steps": r["imagined_steps"],
                 "train_seconds": r["train_seconds"],
                 "seconds": r["seconds"],

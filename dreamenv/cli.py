@@ -335,12 +335,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     agent_returns, random_returns = compared.agent, compared.random
-    t, df, p = compared.welch_t, compared.welch_df, compared.p_value
     print(f"game {ckpt.spec.game}, {args.episodes} real episodes each, seed {args.seed}")
     print("| policy | mean ± std return |\n|---|---|")
     print(f"| agent ({Path(args.agent).name}) | {summarize(agent_returns)} |")
     print(f"| random | {summarize(random_returns)} |")
-    print(f"Welch t = {t:.2f} (df = {df:.1f}), two-sided p = {p:.3g}")
+    print(compared.test())
     if args.json:
         result = {
             "game": ckpt.spec.game,
@@ -348,9 +347,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "agent": agent_returns.tolist(),
             "random": random_returns.tolist(),
-            "welch_t": t,
-            "welch_df": df,
-            "p_value": p,
+            "welch_t": compared.welch_t,
+            "welch_df": compared.welch_df,
+            "p_value": compared.p_value,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

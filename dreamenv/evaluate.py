@@ -24,6 +24,7 @@ from dreamenv.checkpoint import Checkpoint
 from dreamenv.envs.core import resolve_checkpoint
 from dreamenv.envs.real import RealVectorEnv
 from dreamenv.errors import CheckpointError, ConfigError
+from dreamenv.stats import AgainstRandom
 
 
 @runtime_checkable
@@ -221,22 +222,6 @@ def evaluate(
     ).returns
 
 
-@dataclass(frozen=True)
-class AgainstRandom:
-    """A policy's returns beside a uniformly random policy's on the same episode seeds."""
-
-    agent: np.ndarray
-    """Returns of the policy's episodes."""
-    random: np.ndarray
-    """Returns of the random policy's episodes."""
-    welch_t: float
-    """Welch's t statistic of mean(agent) - mean(random)."""
-    welch_df: float
-    """Its degrees of freedom."""
-    p_value: float
-    """Its two-sided p-value."""
-
-
 def against_random(
     policy: PolicyLike,
     checkpoint: str | Path | Checkpoint,
@@ -255,13 +240,11 @@ def against_random(
         >>> result = against_random(agent, "runs/pong/model", episodes=32)
         >>> result.agent.mean(), result.random.mean(), result.p_value
     """
-    from dreamenv.stats import welch_test
-
     ckpt = resolve_checkpoint(checkpoint, device, None)
     common = dict(episodes=episodes, seed=seed, device=device, **kwargs)
     agent_returns = evaluate(policy, ckpt, deterministic=deterministic, **common)
     random_returns = evaluate(random_policy(ckpt.model.action_space, seed), ckpt, **common)
-    return AgainstRandom(agent_returns, random_returns, *welch_test(agent_returns, random_returns))
+    return AgainstRandom.of(agent_returns, random_returns)
 
 
 def random_policy(actions: int | gym.Space, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:

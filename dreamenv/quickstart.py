@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamenv.stats import AgainstRandom
 from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, train
 
 QUICKSTART_GAME = "seaquest"
@@ -35,7 +36,6 @@ def quickstart(
     from dreamenv.checkpoint import load_checkpoint
     from dreamenv.evaluate import evaluate, random_policy
     from dreamenv.report import write_report
-    from dreamenv.stats import welch_test
 
     config = config or LOOP_PRESETS["quick"]
     run_dir = Path(run_dir)
@@ -52,16 +52,16 @@ def quickstart(
         device=config.resolved_device(),
     )
     agent_returns = np.array(final["returns"])
-    t, df, p = welch_test(agent_returns, random_returns)
+    compared = AgainstRandom.of(agent_returns, random_returns)
     png, _ = write_report([run_dir], run_dir / "report")
     result = {
         "game": ckpt.spec.game,
         "real_steps": final["real_steps"],
         "agent": agent_returns.tolist(),
         "random": random_returns.tolist(),
-        "welch_t": t,
-        "welch_df": df,
-        "p_value": p,
+        "welch_t": compared.welch_t,
+        "welch_df": compared.welch_df,
+        "p_value": compared.p_value,
         "report": str(png),
     }
     print(format_table(result))
@@ -79,8 +79,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"| trained in the dream | {len(agent)} | {agent.mean():.1f} ± {agent.std(ddof=1):.1f} |",
         f"| random | {len(random)} | {random.mean():.1f} ± {random.std(ddof=1):.1f} |",
         "",
-        f"Welch's t = {result['welch_t']:.2f}, df = {result['welch_df']:.1f}, "
-        f"two-sided p = {result['p_value']:.2g}",
+        AgainstRandom(
+            agent, random, result["welch_t"], result["welch_df"], result["p_value"]
+        ).test(),
         f"learning curve: {result['report']}",
     ]
     return "\n".join(lines)

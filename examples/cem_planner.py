@@ -21,7 +21,7 @@ from dreamenv.agents import CEMPlanner
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.envs.real import RealVectorEnv
 from dreamenv.evaluate import evaluate, play, random_policy
-from dreamenv.stats import mean_std, welch_test
+from dreamenv.stats import AgainstRandom
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,14 +87,12 @@ def main(argv: list[str] | None = None) -> None:
         real_env.close()
     seconds = time.perf_counter() - t0
     random = evaluate(random_policy(ckpt.model.action_space, args.seed), ckpt, **common)  # type: ignore[arg-type]
-    t, df, p = welch_test(planned, random) if min(len(planned), len(random)) > 1 else (0, 0, 1)
+    compared = AgainstRandom.of(planned, random)
     settings = (
         f"H={args.horizon} N={args.candidates} J={args.iterations} K={args.elites} "
         f"P={args.particles} {args.precision}, {args.num_envs} envs, {args.threads} thread(s)"
     )
-    print(f"CEM planner ({settings}): {mean_std(planned)} over {len(planned)} real episodes")
-    print(f"random policy:             {mean_std(random)} over {len(random)} real episodes")
-    print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}")
+    print(compared.lines(f"CEM planner ({settings})"))
     print(
         f"planning: {calls} env-steps in {seconds:.0f} s ({calls / seconds:.1f} env-steps/s, "
         f"{1e3 * seconds / max(calls, 1):.1f} ms each, env time included)"
@@ -106,9 +104,9 @@ def main(argv: list[str] | None = None) -> None:
                     "settings": vars(args),
                     "planner_returns": planned.tolist(),
                     "random_returns": random.tolist(),
-                    "welch_t": t,
-                    "df": df,
-                    "p": p,
+                    "welch_t": compared.welch_t,
+                    "df": compared.welch_df,
+                    "p": compared.p_value,
                     "planner_seconds": seconds,
                     "planner_env_steps": calls,
                 },

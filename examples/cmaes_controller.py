@@ -28,7 +28,7 @@ from dreamenv.agents import CMAESController
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.envs.spec import is_atari, make_spec
 from dreamenv.evaluate import evaluate, random_policy
-from dreamenv.stats import mean_std, welch_test
+from dreamenv.stats import AgainstRandom
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     random = evaluate(
         random_policy(ckpt.model.action_space, args.seed), ckpt, seed=args.seed, **common
     )  # type: ignore[arg-type]
-    t, df, p = welch_test(trained, random) if min(len(trained), len(random)) > 1 else (0, 0, 1)
+    compared = AgainstRandom.of(trained, random)
     settings = (
         f"P={args.population} E={args.rollouts} H={args.horizon} tau={args.temperature} "
         f"{args.features}, {controller.num_params} parameters"
@@ -134,9 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{last.mean:.2f} ± {last.std:.2f}; kept controller ({args.keep}) "
         f"{controller.best_return:.2f} (generation {controller.best_generation})"
     )
-    print(f"CMA-ES controller ({settings}): {mean_std(trained)} over {len(trained)} real episodes")
-    print(f"random policy: {mean_std(random)} over {len(random)} real episodes")
-    print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}")
+    print(compared.lines(f"CMA-ES controller ({settings})"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -145,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
                     "checkpoint": str(ckpt.path),
                     "controller_returns": trained.tolist(),
                     "random_returns": random.tolist(),
-                    "welch_t": t,
-                    "df": df,
-                    "p": p,
+                    "welch_t": compared.welch_t,
+                    "df": compared.welch_df,
+                    "p": compared.p_value,
                     "dream_seconds": seconds,
                     "history": [dataclasses.asdict(h) for h in controller.history],
                 },

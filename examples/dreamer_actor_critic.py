@@ -23,7 +23,7 @@ from dreamenv.agents.actor_critic import (
     train_actor_critic_loop,
 )
 from dreamenv.evaluate import evaluate, random_policy
-from dreamenv.stats import mean_std, welch_test
+from dreamenv.stats import AgainstRandom
 from dreamenv.train.fit import FitConfig
 
 
@@ -112,11 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     trained = agent.evaluate(deterministic=True, **common)
     space = agent.model.action_space
     random = evaluate(random_policy(space, args.seed), agent.checkpoint, **common)
-    t, df, p = welch_test(trained, random) if min(len(trained), len(random)) > 1 else (0, 0, 1)
+    compared = AgainstRandom.of(trained, random)
     what = f"{agent.gradient}, H={args.horizon} B={args.batch}, {args.updates} updates"
-    print(f"Dreamer actor-critic ({what}): {mean_std(trained)} over {len(trained)} real episodes")
-    print(f"random policy: {mean_std(random)} over {len(random)} real episodes")
-    print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}; training took {seconds:.0f} s")
+    print(compared.lines(f"Dreamer actor-critic ({what}) after {seconds:.0f} s of training"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -124,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
                     "settings": vars(args),
                     "trained_returns": trained.tolist(),
                     "random_returns": random.tolist(),
-                    "welch_t": t,
-                    "df": df,
-                    "p": p,
+                    "welch_t": compared.welch_t,
+                    "df": compared.welch_df,
+                    "p": compared.p_value,
                     "train_seconds": seconds,
                     "history": rows,
                     "loop": loop_rows,

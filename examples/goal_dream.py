@@ -22,7 +22,7 @@ from stable_baselines3 import SAC, HerReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import dreamenv  # noqa: F401  (registers the envs)
-from dreamenv.stats import mean_std, welch_test
+from dreamenv.stats import AgainstRandom
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,14 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     random, random_d = play(real, lambda o: real.action_space.sample(), args.episodes, args.seed)
     real.close()
-    t, df, p = welch_test(trained, random) if args.episodes > 1 else (0.0, 0.0, 1.0)
-    td, dfd, pd = welch_test(trained_d, random_d) if args.episodes > 1 else (0.0, 0.0, 1.0)
-    print(f"goals reached within {args.horizon} real steps, {args.episodes} goals each:")
-    print(f"SAC + HER trained in the dream ({args.steps} steps, {seconds:.0f} s): ")
-    print(f"  success {mean_std(trained, 3)}, closest distance {mean_std(trained_d, 3)}")
-    print(f"random policy: success {mean_std(random, 3)}, closest distance {mean_std(random_d, 3)}")
-    print(f"Welch's t on success = {t:.2f} (df {df:.1f}), p = {p:.2g}")
-    print(f"Welch's t on closest distance = {td:.2f} (df {dfd:.1f}), p = {pd:.2g}")
+    success = AgainstRandom.of(trained, random)
+    closest = AgainstRandom.of(trained_d, random_d)
+    print(f"goals reached within {args.horizon} real steps:")
+    label = f"SAC + HER trained in the dream ({args.steps} steps, {seconds:.0f} s)"
+    for what, compared in (("success", success), ("closest distance", closest)):
+        print(compared.lines(f"{label}, {what}", 3, "goals", f"random policy, {what}"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -127,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                     "random_success": random.tolist(),
                     "trained_closest": trained_d.tolist(),
                     "random_closest": random_d.tolist(),
-                    "welch_success": [t, df, p],
-                    "welch_closest": [td, dfd, pd],
+                    "welch_success": [success.welch_t, success.welch_df, success.p_value],
+                    "welch_closest": [closest.welch_t, closest.welch_df, closest.p_value],
                     "train_seconds": seconds,
                 },
                 f,

@@ -18,7 +18,7 @@ import dreamenv
 from dreamenv.envs.spec import make_spec
 from dreamenv.evaluate import evaluate, random_policy
 from dreamenv.sb3 import train_in_dream
-from dreamenv.stats import welch_test
+from dreamenv.stats import AgainstRandom
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,10 +83,7 @@ def main() -> None:
     kwargs = dict(episodes=args.episodes, num_envs=4, max_steps=args.max_steps)
     trained = evaluate(agent, checkpoint, **kwargs)
     rand = evaluate(random_policy(real.action_space), checkpoint, **kwargs)
-    t, _, p = welch_test(trained, rand)
-    print(f"real return of the dream-trained agent: {trained.mean():.2f} ± {trained.std():.2f}")
-    print(f"real return of a random policy:         {rand.mean():.2f} ± {rand.std():.2f}")
-    print(f"Welch t = {t:.2f}, two-sided p = {p:.3g} ({args.episodes} episodes each)")
+    print(AgainstRandom.of(trained, rand).lines("real return of the dream-trained agent", 2))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import dreamenv  # noqa: F401  (registers the envs)
 from dreamenv.envs.real import RealVectorEnv
 from dreamenv.evaluate import evaluate, random_policy
 from dreamenv.sb3 import DistillRolloutPolicy, I2AExtractor, wrap
-from dreamenv.stats import mean_std, welch_test
+from dreamenv.stats import AgainstRandom
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,14 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     trained = evaluate(agent, args.checkpoint, **common)
     space = agent.action_space
     random = evaluate(random_policy(space, args.seed), args.checkpoint, **common)
-    t, df, p = welch_test(trained, random) if args.episodes > 1 else (0.0, 0.0, 1.0)
+    compared = AgainstRandom.of(trained, random)
     where = "the dream" if args.in_dream else "the real env"
     print(
-        f"I2A PPO ({args.steps} steps in {where}, {args.rollout_steps} imagined steps per "
-        f"action, {seconds:.0f} s): {mean_std(trained)} over {len(trained)} real episodes"
+        compared.lines(
+            f"I2A PPO ({args.steps} steps in {where}, {args.rollout_steps} imagined steps per "
+            f"action, {seconds:.0f} s)"
+        )
     )
-    print(f"random policy: {mean_std(random)} over {len(random)} real episodes")
-    print(f"Welch's t = {t:.2f} (df {df:.1f}), p = {p:.2g}")
     if callback.losses:
         print(
             f"rollout-policy distillation KL: {callback.losses[0]:.3f} -> {callback.losses[-1]:.3f}"
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                     "settings": vars(args),
                     "trained_returns": trained.tolist(),
                     "random_returns": random.tolist(),
-                    "welch": [t, df, p],
+                    "welch": [compared.welch_t, compared.welch_df, compared.p_value],
                     "train_seconds": seconds,
                     "distill_losses": callback.losses,
                 },

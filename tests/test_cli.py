@@ -105,7 +105,7 @@ def test_collect_fit_dream_evaluate(tmp_path, capsys) -> None:
         == 0
     )
     out = capsys.readouterr().out
-    assert "| random |" in out and "Welch t" in out and "p = " in out
+    assert "| random |" in out and "Welch's t = " in out and "p = " in out
     returns = json.loads(result.read_text())
     assert len(returns["agent"]) == 2 and len(returns["random"]) == 2
     # an agent trained elsewhere keeps training from where it was, logging to TensorBoard

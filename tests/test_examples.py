@@ -74,7 +74,7 @@ def test_gym_env_dream(tmp_path) -> None:
         "10",
         cwd=tmp_path,
     )
-    assert "Box(-2.0, 2.0, (1,), float32)" in out and "Welch t = " in out
+    assert "Box(-2.0, 2.0, (1,), float32)" in out and "Welch's t = " in out
 
 
 def test_swap_real_dream(checkpoint_dir, tmp_path) -> None:
@@ -273,7 +273,7 @@ def test_goal_dream_example(gym_checkpoint, tmp_path) -> None:
         str(tmp_path / "goal.json"),
         cwd=tmp_path,
     )
-    assert "SAC + HER trained in the dream" in out and "random policy: success" in out
+    assert "SAC + HER trained in the dream" in out and "random policy, success:" in out
     assert (tmp_path / "goal.json").is_file()
 
 

@@ -226,7 +226,8 @@ encoding, the dream and the policy trunk; 300 warm-up and 800 joint updates in t
 iteration, 200 in each later one; PPO for about 200K imagined steps in the first
 iteration and 100K in each later one, in 64 dream envs whose episodes end at a lost life
 or the game's end (the termination head learns both: ``FitConfig.life_loss``) or at the
-50-step horizon (Breakout 66.5 minutes a run beside a second run; docs/results.md)."""
+50-step horizon (61 to 73 minutes a run beside a second run, the six games of the
+development set; docs/results.md)."""
 
 
 def family_overrides(config: LoopConfig) -> dict[str, Any]:
