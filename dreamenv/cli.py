@@ -313,7 +313,9 @@ def _cmd_dream(args: argparse.Namespace) -> int:
 
 def summarize(returns: np.ndarray) -> str:
     """``mean ± std (n=N)`` of episode returns."""
-    return f"{returns.mean():.2f} ± {returns.std(ddof=1) if len(returns) > 1 else 0.0:.2f} (n={len(returns)})"
+    from dreamenv.stats import mean_std
+
+    return f"{mean_std(returns, 2)} (n={len(returns)})"
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamenv.stats import AgainstRandom
+from dreamenv.stats import AgainstRandom, mean_std
 from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, train
 
 QUICKSTART_GAME = "seaquest"
@@ -76,8 +76,8 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         "| policy | episodes | mean ± std return |",
         "|---|---:|---:|",
-        f"| trained in the dream | {len(agent)} | {agent.mean():.1f} ± {agent.std(ddof=1):.1f} |",
-        f"| random | {len(random)} | {random.mean():.1f} ± {random.std(ddof=1):.1f} |",
+        f"| trained in the dream | {len(agent)} | {mean_std(agent)} |",
+        f"| random | {len(random)} | {mean_std(random)} |",
         "",
         AgainstRandom(
             agent, random, result["welch_t"], result["welch_df"], result["p_value"]
