@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import platform
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from dreamenv.agents import CEMPlanner, CMAESController, DreamerActorCritic
+from dreamenv.atomic_files import write_json
 from dreamenv.checkpoint import Checkpoint, load_checkpoint
 from dreamenv.envs.options import DreamOptions
 from dreamenv.evaluate import evaluate, random_policy
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         "random": {"returns": random.tolist(), "real_return": mean_std(random)},
         "rows": [{**t, "returns": r["returns"].tolist()} for t, r in zip(table, rows, strict=True)],
     }
-    (out / "agents.json").write_text(json.dumps(meta, indent=1))
+    write_json(out / "agents.json", meta)
     lines = [
         f"{meta['env']}, `{meta['family']}` model {args.checkpoint}; {args.episodes} real "
         f"episodes per policy, {args.threads} thread(s).",

@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import multiprocessing
 import time
 from pathlib import Path
@@ -222,6 +223,13 @@ EVAL_SEED_STRIDE = 10_000
 give independent p-values (seed 0: evaluation seed 0, as before)."""
 
 
+def read_versus(path: Path) -> dict[str, Any]:
+    """A saved last-agent-against-random comparison; a statistic Welch's test could not give
+    (saved as ``null``: both samples constant) reads as NaN."""
+    saved = json.loads(path.read_text())
+    return {k: math.nan if v is None else v for k, v in saved.items()}
+
+
 def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str, Any]:
     """The run's last agent and a uniformly random policy, ``episodes`` real episodes each
     on the same seeds (from :data:`EVAL_SEED_STRIDE` times the run's seed), compared by
@@ -239,7 +247,7 @@ def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str
     seed = EVAL_SEED_STRIDE * int(json.loads((run_dir / "run.json").read_text())["seed"])
     path = run_dir / VERSUS_FILE
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_versus(path)
         kept = (saved.get("iteration"), saved.get("episodes"), saved.get("seed", 0))
         if kept == (iteration, episodes, seed):
             return saved
@@ -320,9 +328,7 @@ def game_summary(
     refs = reference_scores().get(game, {})
     minutes = [timings[k] / 60 for k in keys if k in timings]
     versus = [
-        json.loads((out / k / VERSUS_FILE).read_text())
-        if (out / k / VERSUS_FILE).is_file()
-        else None
+        read_versus(out / k / VERSUS_FILE) if (out / k / VERSUS_FILE).is_file() else None
         for k in keys
     ]
     return {
@@ -471,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     (out / "atari100k.md").write_text(table)
     (out / "atari100k.csv").write_text(csv_text(summary))
-    (out / "atari100k.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "atari100k.json", summary)
     print(f"wrote {out / 'atari100k.md'}, {out / 'atari100k.csv'} and {out / 'atari100k.json'}")
 
 

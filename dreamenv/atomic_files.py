@@ -22,6 +22,7 @@ A crash in step 3 leaves ``.commit``: readers take those files from it (see
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -73,9 +74,31 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
             os.unlink(tmp)
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(data: Any) -> str:
+    """``data`` as indented, standard JSON: a NaN or infinite float (JSON has none, and
+    strict parsers such as ``jq`` or JavaScript's reject Python's ``NaN`` token) becomes
+    ``null``.
+
+    Example:
+        >>> json_text({"p": float("nan"), "t": 2.5})
+        '{\n  "p": null,\n  "t": 2.5\n}\n'
+    """
+    return json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    """Write ``data`` as :func:`json_text`, atomically (creating the parent directories)."""
+    text = json_text(data)
     write_atomic(path, lambda p: p.write_text(text))
 
 

@@ -319,6 +319,7 @@ def summarize(returns: np.ndarray) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dreamenv.atomic_files import write_json
     from dreamenv.checkpoint import load_checkpoint
     from dreamenv.evaluate import against_random
     from dreamenv.sb3 import load_agent
@@ -353,8 +354,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "welch_df": compared.welch_df,
             "p_value": compared.p_value,
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(Path(args.json), result)
     return 0
 
 

@@ -11,13 +11,14 @@ stacked frames) plans from the state its ``Real-v0`` env's filter keeps.
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from dreamenv.agents import CEMPlanner
+from dreamenv.atomic_files import write_json
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.envs.real import RealVectorEnv
 from dreamenv.evaluate import evaluate, play, random_policy
@@ -98,21 +99,19 @@ def main(argv: list[str] | None = None) -> None:
         f"{1e3 * seconds / max(calls, 1):.1f} ms each, env time included)"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "settings": vars(args),
-                    "planner_returns": planned.tolist(),
-                    "random_returns": random.tolist(),
-                    "welch_t": compared.welch_t,
-                    "df": compared.welch_df,
-                    "p": compared.p_value,
-                    "planner_seconds": seconds,
-                    "planner_env_steps": calls,
-                },
-                f,
-                indent=1,
-            )
+        write_json(
+            Path(args.json),
+            {
+                "settings": vars(args),
+                "planner_returns": planned.tolist(),
+                "random_returns": random.tolist(),
+                "welch_t": compared.welch_t,
+                "df": compared.welch_df,
+                "p": compared.p_value,
+                "planner_seconds": seconds,
+                "planner_env_steps": calls,
+            },
+        )
 
 
 if __name__ == "__main__":

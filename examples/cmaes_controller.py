@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 import dreamenv
 from dreamenv.agents import CMAESController
+from dreamenv.atomic_files import write_json
 from dreamenv.checkpoint import load_checkpoint
 from dreamenv.envs.spec import is_atari, make_spec
 from dreamenv.evaluate import evaluate, random_policy
@@ -136,22 +136,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(compared.lines(f"CMA-ES controller ({settings})"))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "settings": vars(args),
-                    "checkpoint": str(ckpt.path),
-                    "controller_returns": trained.tolist(),
-                    "random_returns": random.tolist(),
-                    "welch_t": compared.welch_t,
-                    "df": compared.welch_df,
-                    "p": compared.p_value,
-                    "dream_seconds": seconds,
-                    "history": [dataclasses.asdict(h) for h in controller.history],
-                },
-                f,
-                indent=1,
-            )
+        write_json(
+            Path(args.json),
+            {
+                "settings": vars(args),
+                "checkpoint": str(ckpt.path),
+                "controller_returns": trained.tolist(),
+                "random_returns": random.tolist(),
+                "welch_t": compared.welch_t,
+                "df": compared.welch_df,
+                "p": compared.p_value,
+                "dream_seconds": seconds,
+                "history": [dataclasses.asdict(h) for h in controller.history],
+            },
+        )
 
 
 if __name__ == "__main__":

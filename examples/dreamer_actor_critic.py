@@ -12,8 +12,8 @@ real data (collect, fit, train in the dream, collect with the actor, refit, ...)
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,6 +22,7 @@ from dreamenv.agents.actor_critic import (
     DreamerActorCritic,
     train_actor_critic_loop,
 )
+from dreamenv.atomic_files import write_json
 from dreamenv.evaluate import evaluate, random_policy
 from dreamenv.stats import AgainstRandom
 from dreamenv.train.fit import FitConfig
@@ -116,22 +117,20 @@ def main(argv: list[str] | None = None) -> None:
     what = f"{agent.gradient}, H={args.horizon} B={args.batch}, {args.updates} updates"
     print(compared.lines(f"Dreamer actor-critic ({what}) after {seconds:.0f} s of training"))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "settings": vars(args),
-                    "trained_returns": trained.tolist(),
-                    "random_returns": random.tolist(),
-                    "welch_t": compared.welch_t,
-                    "df": compared.welch_df,
-                    "p": compared.p_value,
-                    "train_seconds": seconds,
-                    "history": rows,
-                    "loop": loop_rows,
-                },
-                f,
-                indent=1,
-            )
+        write_json(
+            Path(args.json),
+            {
+                "settings": vars(args),
+                "trained_returns": trained.tolist(),
+                "random_returns": random.tolist(),
+                "welch_t": compared.welch_t,
+                "df": compared.welch_df,
+                "p": compared.p_value,
+                "train_seconds": seconds,
+                "history": rows,
+                "loop": loop_rows,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ rates and the closest distance to the goal (mean ± std, Welch's t), 32 episodes
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -22,6 +22,7 @@ from stable_baselines3 import SAC, HerReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import dreamenv  # noqa: F401  (registers the envs)
+from dreamenv.atomic_files import write_json
 from dreamenv.stats import AgainstRandom
 
 
@@ -117,21 +118,19 @@ def main(argv: list[str] | None = None) -> None:
     for what, compared in (("success", success), ("closest distance", closest)):
         print(compared.lines(f"{label}, {what}", 3, "goals", f"random policy, {what}"))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "settings": vars(args),
-                    "trained_success": trained.tolist(),
-                    "random_success": random.tolist(),
-                    "trained_closest": trained_d.tolist(),
-                    "random_closest": random_d.tolist(),
-                    "welch_success": [success.welch_t, success.welch_df, success.p_value],
-                    "welch_closest": [closest.welch_t, closest.welch_df, closest.p_value],
-                    "train_seconds": seconds,
-                },
-                f,
-                indent=1,
-            )
+        write_json(
+            Path(args.json),
+            {
+                "settings": vars(args),
+                "trained_success": trained.tolist(),
+                "random_success": random.tolist(),
+                "trained_closest": trained_d.tolist(),
+                "random_closest": random_d.tolist(),
+                "welch_success": [success.welch_t, success.welch_df, success.p_value],
+                "welch_closest": [closest.welch_t, closest.welch_df, closest.p_value],
+                "train_seconds": seconds,
+            },
+        )
 
 
 if __name__ == "__main__":

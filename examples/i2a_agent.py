@@ -8,14 +8,15 @@ the dream of decoded frames), then played against a random policy (mean ± std, 
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import torch
 from stable_baselines3 import PPO
 
 import dreamenv  # noqa: F401  (registers the envs)
+from dreamenv.atomic_files import write_json
 from dreamenv.envs.real import RealVectorEnv
 from dreamenv.evaluate import evaluate, random_policy
 from dreamenv.sb3 import DistillRolloutPolicy, I2AExtractor, wrap
@@ -115,19 +116,17 @@ def main(argv: list[str] | None = None) -> None:
             f"rollout-policy distillation KL: {callback.losses[0]:.3f} -> {callback.losses[-1]:.3f}"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "settings": vars(args),
-                    "trained_returns": trained.tolist(),
-                    "random_returns": random.tolist(),
-                    "welch": [compared.welch_t, compared.welch_df, compared.p_value],
-                    "train_seconds": seconds,
-                    "distill_losses": callback.losses,
-                },
-                f,
-                indent=1,
-            )
+        write_json(
+            Path(args.json),
+            {
+                "settings": vars(args),
+                "trained_returns": trained.tolist(),
+                "random_returns": random.tolist(),
+                "welch": [compared.welch_t, compared.welch_df, compared.p_value],
+                "train_seconds": seconds,
+                "distill_losses": callback.losses,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -114,6 +114,21 @@ def test_the_last_agent_plays_against_random_once(
         bench.versus_random(played_run, 4)  # another episode count is another comparison
 
 
+def test_a_comparison_without_a_p_value_is_saved_as_json_and_reads_nan(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    from dreamenv.atomic_files import write_json
+
+    path = tmp_path / bench.VERSUS_FILE
+    constant = {"agent": [-21.0, -21.0], "random": [-21.0, -21.0]}  # Welch's t undefined
+    nan = math.nan
+    write_json(path, {**constant, "welch_t": nan, "welch_df": nan, "p_value": nan})
+    assert "NaN" not in path.read_text() and '"p_value": null' in path.read_text()
+    saved = bench.read_versus(path)
+    assert math.isnan(saved["p_value"]) and math.isnan(saved["welch_t"])
+    assert saved["agent"] == constant["agent"]
+
+
 def test_each_seed_plays_its_own_evaluation_seeds(
     bench: ModuleType, played_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 
@@ -12,10 +14,12 @@ from dreamenv.atomic_files import (
     COMMIT_DIR,
     PENDING_DIR,
     finish_file_set,
+    json_text,
     read_file_set,
     set_file,
     write_atomic,
     write_file_set,
+    write_json,
 )
 
 
@@ -120,3 +124,11 @@ def test_a_set_that_keeps_changing_gives_up(tmp_path: Path) -> None:
 
     with pytest.raises(TimeoutError, match="changed during each of 3 reads"):
         read_file_set(tmp_path, read, attempts=3)
+
+
+def test_json_has_no_nan_or_infinity(tmp_path: Path) -> None:
+    data = {"p": math.nan, "rows": [1.5, math.inf, (-math.inf, 2)], "name": "pong"}
+    write_json(tmp_path / "sub" / "out.json", data)
+    text = (tmp_path / "sub" / "out.json").read_text()
+    assert text == json_text(data)
+    assert json.loads(text) == {"name": "pong", "p": None, "rows": [1.5, None, [None, 2]]}

@@ -482,6 +482,23 @@ def test_results_csv_holds_columns_a_resumed_run_gained(tmp_path: Path) -> None:
     assert (tmp_path / "results.csv").read_text().splitlines() == ["iteration,gap", "1,", "2,0.5"]
 
 
+def _no_constant(token: str) -> None:
+    raise ValueError(f"{token} is not standard JSON")
+
+
+def test_results_json_is_standard_json_and_reads_nan_back(tmp_path: Path) -> None:
+    from dreamenv.train.loop import _write_results
+
+    _write_results(tmp_path, [{"iteration": 1, "policy_shift": math.nan, "gap": 0.5}])
+    text = (tmp_path / "results.json").read_text()
+    json.loads(text, parse_constant=_no_constant)  # what jq or JavaScript would read
+    assert '"policy_shift": null' in text
+    (row,) = read_results(tmp_path)
+    assert math.isnan(row["policy_shift"]) and row["gap"] == 0.5
+    (tmp_path / "results.json").write_text('[{"iteration": 1, "policy_shift": NaN}]')
+    assert math.isnan(read_results(tmp_path)[0]["policy_shift"])  # an older release's file
+
+
 def test_the_loop_runs_with_another_family_in_bfloat16(tmp_path: Path) -> None:
     config = dataclasses.replace(
         TINY_LOOP,

@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -269,9 +270,11 @@ def _write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The finished iterations of a run (empty if none)."""
+    """The finished iterations of a run (empty if none); a figure an iteration could not
+    measure (written as ``null``, or ``NaN`` by older releases) reads as NaN."""
     path = Path(run_dir) / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    return [{k: math.nan if v is None else v for k, v in row.items()} for row in rows]
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
