@@ -90,8 +90,8 @@ def json_text(data: Any) -> str:
     ``null``.
 
     Example:
-        >>> json_text({"p": float("nan"), "t": 2.5})
-        '{\n  "p": null,\n  "t": 2.5\n}\n'
+        >>> json.loads(json_text({"p": float("nan"), "t": 2.5}))
+        {'p': None, 't': 2.5}
     """
     return json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
