@@ -24,7 +24,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import multiprocessing
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamenv.atomic_files import write_json
+from dreamenv.atomic_files import null_as_nan, write_json
 from dreamenv.envs.atari import normalize_game
 from dreamenv.report import human_normalized, reference_scores, write_report
 from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, read_results, train
@@ -226,8 +225,7 @@ give independent p-values (seed 0: evaluation seed 0, as before)."""
 def read_versus(path: Path) -> dict[str, Any]:
     """A saved last-agent-against-random comparison; a statistic Welch's test could not give
     (saved as ``null``: both samples constant) reads as NaN."""
-    saved = json.loads(path.read_text())
-    return {k: math.nan if v is None else v for k, v in saved.items()}
+    return null_as_nan(json.loads(path.read_text()))
 
 
 def versus_random(run_dir: Path, episodes: int, device: str = "cpu") -> dict[str, Any]:

@@ -96,6 +96,17 @@ def json_text(data: Any) -> str:
     return json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def null_as_nan(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of figures read back from :func:`json_text`: each ``null`` (a NaN or infinity
+    when written) as NaN, so the row computes as it did before it was saved.
+
+    Example:
+        >>> null_as_nan({"p": None, "t": 2.5})
+        {'p': nan, 't': 2.5}
+    """
+    return {k: math.nan if v is None else v for k, v in row.items()}
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as :func:`json_text`, atomically (creating the parent directories)."""
     text = json_text(data)

@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamenv.atomic_files import write_atomic, write_json
+from dreamenv.atomic_files import null_as_nan, write_atomic, write_json
 from dreamenv.data.collect import HeldRandomPolicy, Policy, check_hold, collect
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
@@ -274,7 +273,7 @@ def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
     measure (written as ``null``, or ``NaN`` by older releases) reads as NaN."""
     path = Path(run_dir) / "results.json"
     rows = json.loads(path.read_text()) if path.is_file() else []
-    return [{k: math.nan if v is None else v for k, v in row.items()} for row in rows]
+    return [null_as_nan(row) for row in rows]
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
