@@ -493,3 +493,31 @@ def test_moving_weight_must_not_be_negative() -> None:
 
     with pytest.raises(ConfigError, match="moving_weight must be at least 0, got -1.0"):
         DiscreteConfig(moving_weight=-1.0)
+
+
+@pytest.mark.parametrize("kernel", [2, 4])
+def test_encoder_kernel_2_codes_see_only_their_own_cell(kernel: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("discrete", "tiny", SPEC, ACTIONS, {"encoder_kernel": kernel}).eval()
+    frames = torch.randint(0, 256, (1, *SPEC.frame_shape), dtype=torch.uint8)
+    changed = frames.clone()
+    cell = SPEC.screen_size // model.grid
+    changed[..., :cell, :cell] = 255 - changed[..., :cell, :cell]  # only the top-left cell
+    with torch.no_grad():
+        before, after = model._encode_continuous(frames), model._encode_continuous(changed)
+    per_cell = (after - before).abs().amax(1).view(model.grid, model.grid)
+    assert per_cell[0, 0] > 1e-3
+    if kernel == 2:
+        assert per_cell.flatten()[1:].max() < 1e-5
+        others = model.served_indices(frames) == model.served_indices(changed)
+        assert others.flatten()[1:].all()
+    else:  # the paper's kernel: neighbours see the change
+        assert per_cell[0, 1] > 1e-3 and per_cell[1, 1] > 1e-3
+
+
+@pytest.mark.parametrize("kernel", [0, 3, True, 4.0])
+def test_encoder_kernel_must_be_an_even_int(kernel: object) -> None:
+    from dreamenv.models.discrete import DiscreteConfig
+
+    with pytest.raises(ConfigError, match="encoder_kernel must be an even int of at least 2"):
+        DiscreteConfig(encoder_kernel=kernel)  # type: ignore[arg-type]
