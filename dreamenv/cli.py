@@ -386,6 +386,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("wm_epochs", tuple(args.wm_epochs) if args.wm_epochs else None),
             ("rollouts", tuple(args.rollouts) if args.rollouts else None),
             ("warmup_epochs", args.warmup_epochs),
+            ("obs_type", args.obs_type),
         )
         if value is not None
     }
@@ -741,6 +742,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model-preset", help="world-model size: small, paper")
     p.add_argument("--family", help="world-model family (default: the preset's, discrete)")
+    p.add_argument(
+        "--obs-type",
+        help="what the agent observes (default: the family's first; discrete: indices, its "
+        "one-hot codes; embeddings: their codebook vectors)",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -567,3 +567,35 @@ def test_the_loop_dreams_from_real_starts_when_asked(
     with pytest.raises(Stop):
         train("pong", tmp_path / "run", config, spec=SPEC, progress=False)
     assert seen[0].reset_share == 1.0
+
+
+def test_the_agent_observes_codebook_vectors_when_asked(tmp_path: Path) -> None:
+    import gymnasium as gym
+
+    from dreamenv.sb3 import load_agent
+
+    config = dataclasses.replace(TINY_LOOP, obs_type="embeddings")
+    rows = train("pong", tmp_path / "run", config, spec=SPEC, progress=False)
+    assert len(rows) == 2 and np.isfinite(rows[1]["mean_return"])
+    for iteration in (1, 2):  # the second continues the first and collected with it
+        space = load_agent(tmp_path / "run" / f"agent-{iteration}").observation_space
+        assert isinstance(space, gym.spaces.Box) and space.dtype == np.float32
+        assert len(space.shape) == 3  # (D, G, G) codebook vectors, not one-hot codes
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["loop"]["obs_type"] == (
+        "embeddings"
+    )
+
+
+def test_an_unknown_obs_type_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"LoopConfig.obs_type must be one of \['indices', 'embeddings', 'pixels'\], "
+        r"got 'embedding'. Did you mean 'embeddings'\?",
+    ):
+        LoopConfig(obs_type="embedding")
+    code = main(["train", "pong", "--preset", "quick", "--obs-type", "codes",
+                 "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    assert code == 2 and not (tmp_path / "run").exists()
+    assert "LoopConfig.obs_type must be one of" in capsys.readouterr().err

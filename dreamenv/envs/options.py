@@ -117,18 +117,25 @@ class DreamOptions:
         options = (
             self if self.obs_type is not None else dataclasses.replace(self, obs_type=obs_types[0])
         )
-        if options.obs_type not in obs_types:
-            close = difflib.get_close_matches(str(options.obs_type), obs_types, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"obs_type must be one of {list(obs_types)}, got {options.obs_type!r}.{hint}"
-            )
+        check_obs_type(options.obs_type, obs_types)
         if options.burn_in > context:
             raise ConfigError(
                 f"burn_in must be an int in [1, {context}] (the checkpoint's start context), "
                 f"got {options.burn_in!r}."
             )
         return options
+
+
+def check_obs_type(obs_type: object, obs_types: tuple[str, ...], name: str = "obs_type") -> None:
+    """A :class:`ConfigError` naming ``name`` unless ``obs_type`` is one of ``obs_types``.
+
+    Example:
+        >>> check_obs_type("embeddings", ("indices", "embeddings", "pixels"))
+    """
+    if obs_type not in obs_types:
+        close = difflib.get_close_matches(str(obs_type), obs_types, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{name} must be one of {list(obs_types)}, got {obs_type!r}.{hint}")
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -41,7 +41,7 @@ from dreamenv.atomic_files import null_as_nan, write_atomic, write_json
 from dreamenv.data.collect import HeldRandomPolicy, Policy, check_hold, collect
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
-from dreamenv.envs.options import check_reset_share
+from dreamenv.envs.options import check_obs_type, check_reset_share
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import get_family
 from dreamenv.precision import Precision, check_precision
@@ -116,11 +116,20 @@ class LoopConfig:
     precision: Precision = "float32"
     """``"bfloat16"``: the dream steps and a new agent's policy trunk run under bfloat16
     autocast (:mod:`dreamenv.precision`); fitting has its own ``fit.precision``."""
+    obs_type: str | None = None
+    """What the agent observes, in the dream and in the real game (``DreamOptions.obs_type``):
+    None for the family's first (the discrete family's ``"indices"``, one-hot codes).
+    ``"embeddings"`` (the codebook vectors of the codes) changes little where a refit
+    renames codes: one refit of a ``cpu100k`` Pong run with ``encoder_kernel=2`` renamed 61%
+    of the cells while their vectors moved a quarter of the distance between two codes
+    (docs/results.md)."""
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "LoopConfig.precision")
         check_reset_share(self.reset_share, "LoopConfig.reset_share")
         check_hold(self.random_hold, "LoopConfig.random_hold")
+        if self.obs_type is not None:
+            check_obs_type(self.obs_type, get_family(self.family).obs_types, "LoopConfig.obs_type")
 
     @property
     def total_steps(self) -> int:
@@ -419,6 +428,7 @@ def train(
             reset_share=config.reset_share,
             device=device,
             precision=config.precision,
+            obs_type=config.obs_type,
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*mini-batch size.*")
