@@ -149,6 +149,16 @@ def test_decode_and_observations(model: DiscreteWorldModel) -> None:
     assert model.observation_space("pixels").dtype == np.uint8
 
 
+def test_a_refit_codebook_keeps_the_embeddings_space() -> None:
+    """An agent that sees codebook vectors continues in the next iteration's dream: SB3
+    refuses an env whose space differs from the agent's, bounds included."""
+    model = build_model("discrete", "tiny", SPEC, ACTIONS)
+    before = model.observation_space("embeddings")
+    with torch.no_grad():
+        model.quantizer.codebook.mul_(3.0).add_(1.0)
+    assert model.observation_space("embeddings") == before
+
+
 def test_unknown_obs_type(model: DiscreteWorldModel) -> None:
     with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported by the 'discrete'"):
         model.observation_space("rgb")

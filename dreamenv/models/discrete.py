@@ -594,13 +594,9 @@ class DiscreteWorldModel(WorldModel):
             return gym.spaces.MultiDiscrete(
                 np.full(self.grid * self.grid, self.config.num_codes, dtype=np.int64)
             )
-        if obs_type == "embeddings":
-            book = self.quantizer.codebook
+        if obs_type == "embeddings":  # unbounded: a refit moves the codebook, not the space
             return gym.spaces.Box(
-                float(book.min()) - 1e-3,
-                float(book.max()) + 1e-3,
-                (self.config.code_dim, self.grid, self.grid),
-                np.float32,
+                -np.inf, np.inf, (self.config.code_dim, self.grid, self.grid), np.float32
             )
         return gym.spaces.Box(0, 255, self.spec.frame_shape, np.uint8)
 
