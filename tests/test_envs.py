@@ -639,7 +639,9 @@ def test_bad_num_envs(ckpt: dreamenv.Checkpoint) -> None:
 
 
 def test_real_env_bad_obs_type(ckpt: dreamenv.Checkpoint) -> None:
-    with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported by the 'discrete'"):
+    with pytest.raises(
+        ConfigError, match=r"obs_type of the 'discrete' family must be one of \[.*\], got 'rgb'"
+    ):
         RealEnv(ckpt, obs_type="rgb")
 
 

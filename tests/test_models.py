@@ -160,9 +160,11 @@ def test_a_refit_codebook_keeps_the_embeddings_space() -> None:
 
 
 def test_unknown_obs_type(model: DiscreteWorldModel) -> None:
-    with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported by the 'discrete'"):
+    with pytest.raises(
+        ConfigError, match=r"obs_type of the 'discrete' family must be one of \[.*\], got 'rgb'"
+    ):
         model.observation_space("rgb")
-    with pytest.raises(ConfigError, match=r"obs_type='rgb' is not supported"):
+    with pytest.raises(ConfigError, match=r"must be one of .*, got 'rgb'"):
         model.observation(torch.zeros(1, 6, 6, dtype=torch.int64), "rgb")
 
 

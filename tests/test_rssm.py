@@ -270,7 +270,9 @@ def test_observations_lie_in_their_spaces(model: RSSMWorldModel) -> None:
     assert (state_space.low[:deter] == -1).all() and (state_space.high[:deter] == 1).all()
     if model.config.stochastic == "categorical":
         assert (state_space.low[deter:] == 0).all() and (state_space.high[deter:] == 1).all()
-    with pytest.raises(ConfigError, match=r"obs_type='indices' is not supported by the 'rssm'"):
+    with pytest.raises(
+        ConfigError, match=r"obs_type of the 'rssm' family must be one of \[.*\], got 'indices'"
+    ):
         model.observation_space("indices")
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dreamenv.envs.options import check_obs_type
 from dreamenv.envs.spec import ActionSpec, EnvSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.common import RewardCoder, action_features, symlog
@@ -282,11 +283,8 @@ class WorldModel(nn.Module, ABC):
         return next(self.parameters()).device
 
     def check_obs_type(self, obs_type: str) -> None:
-        if obs_type not in self.obs_types:
-            raise ConfigError(
-                f"obs_type={obs_type!r} is not supported by the {self.family!r} family; "
-                f"choose one of {list(self.obs_types)}."
-            )
+        """A :class:`ConfigError` unless this family observes ``obs_type``."""
+        check_obs_type(obs_type, self.obs_types, f"obs_type of the {self.family!r} family")
 
 
 def _sync_reward_limit(module: nn.Module, incompatible: Any) -> None:
