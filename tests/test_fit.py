@@ -24,6 +24,7 @@ import dreamenv
 from dreamenv import CheckpointError, ConfigError, FitConfig, load_checkpoint
 from dreamenv.atomic_files import set_file
 from dreamenv.checkpoint import BANK_FILE, CONFIG_FILE, WEIGHTS_FILE
+from dreamenv.data.sequences import SequenceSampler
 from dreamenv.train.fit import METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, fit_config_from_dict
 
 VAL_COLUMNS = ("val_recon_loss", "val_latent_acc", "val_reward_acc", "val_termination_acc")
@@ -307,6 +308,78 @@ def test_fit_continues_as_the_loop_calls_it(
         dreamenv.fit(store_dir, out, preset="tiny", config=config, progress=False)
         assert _progress(out)["epoch"] == loop.epochs_until(iteration)
     assert [r["phase"] for r in _metrics(out)] == ["warmup", "joint", "joint"]
+
+
+def _held_frames(store_dir: Path) -> torch.Tensor:
+    """64 frame stacks of the store, as the model encodes them."""
+    store = dreamenv.EpisodeStore.open(store_dir)
+    sampler = SequenceSampler(store.episodes(), store.spec.frame_stack, 15, seed=0)
+    return torch.as_tensor(sampler.sample(4)["frames"]).flatten(0, 1)
+
+
+def test_fit_holding_the_representation_trains_only_the_dynamics(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    frames = _held_frames(store_dir)
+    before = load_checkpoint(run_dir).model
+    codes = before.served_indices(frames)
+    config = dataclasses.replace(tiny_fit_config, epochs=4, representation=False)
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=config, progress=False)
+    after = load_checkpoint(run_dir).model
+    assert [r["phase"] for r in _metrics(run_dir)] == ["warmup", "joint", "dynamics", "dynamics"]
+    assert torch.equal(after.served_indices(frames), codes)
+    held = ("encoder.", "decoder.", "quantizer.")
+    new, old = after.state_dict(), before.state_dict()
+    for name, tensor in old.items():
+        if name.startswith(held):
+            assert torch.equal(new[name], tensor), name
+    assert not torch.equal(new["dynamics.keep_logit"], old["dynamics.keep_logit"])
+    trained = [n for n in old if n.startswith("dynamics.") and not torch.equal(new[n], old[n])]
+    assert len(trained) > 5, trained
+
+
+def test_fit_trains_the_representation_again_when_asked(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig
+) -> None:
+    held = dataclasses.replace(tiny_fit_config, epochs=3, representation=False)
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=held, progress=False)
+    encoder = load_checkpoint(run_dir).model.encoder.state_dict()
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=_more(held), progress=False)
+    assert [r["phase"] for r in _metrics(run_dir)][2:] == ["dynamics", "dynamics"]
+    joint = dataclasses.replace(held, epochs=5, representation=True)
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=joint, progress=False)
+    assert _metrics(run_dir)[-1]["phase"] == "joint"
+    moved = load_checkpoint(run_dir).model.encoder.state_dict()
+    assert any(not torch.equal(moved[k], v) for k, v in encoder.items())
+
+
+def test_fit_refuses_to_hold_an_untrained_representation(
+    store_dir: Path, tmp_path: Path, tiny_fit_config: FitConfig
+) -> None:
+    config = dataclasses.replace(tiny_fit_config, representation=False)
+    with pytest.raises(
+        ConfigError,
+        match=r"representation=False holds a trained representation, but .* not trained yet "
+        r"\(0 of 1 warm-up epochs done\)\. Train it first with representation=True",
+    ):
+        dreamenv.fit(store_dir, tmp_path / "new", preset="tiny", config=config, progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_fit_refuses_to_hold_a_representation_trained_with_the_dynamics(
+    store_dir: Path, tmp_path: Path, tiny_fit_config: FitConfig
+) -> None:
+    out = tmp_path / "rssm"
+    dreamenv.fit(
+        store_dir, out, family="rssm", preset="tiny", config=tiny_fit_config, progress=False
+    )
+    config = dataclasses.replace(tiny_fit_config, epochs=3, representation=False)
+    with pytest.raises(
+        ConfigError,
+        match=r"the 'rssm' family trains its representation with its dynamics and cannot hold "
+        r"it; families that can: \['discrete'\]",
+    ):
+        dreamenv.fit(store_dir, out, family="rssm", preset="tiny", config=config, progress=False)
 
 
 def test_cli_fit_names_the_warmup_flag(store_dir: Path, tmp_path: Path, capsys) -> None:

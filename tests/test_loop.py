@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dreamenv import AtariSpec, ConfigError, DatasetError, FitConfig
 from dreamenv.cli import main
@@ -599,3 +602,44 @@ def test_an_unknown_obs_type_is_refused_before_anything_runs(
                  "--run-dir", str(tmp_path / "run")])  # fmt: skip
     assert code == 2 and not (tmp_path / "run").exists()
     assert "LoopConfig.obs_type must be one of" in capsys.readouterr().err
+
+
+def test_later_refits_hold_the_representation_when_asked(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    config = dataclasses.replace(TINY_LOOP, iterations=1, wm_epochs=(2, 1),
+                                 representation_iterations=1)  # fmt: skip
+    run = tmp_path / "run"
+    train("pong", run, config, spec=SPEC, progress=False)
+    first = load_file(run / "model" / "weights.safetensors")
+    rows = train("pong", run, dataclasses.replace(config, iterations=3), spec=SPEC, progress=False)
+    assert len(rows) == 3 and np.isfinite(rows[2]["mean_return"])
+    with open(run / "model" / "metrics.csv", newline="") as f:
+        phases = [row["phase"] for row in csv.DictReader(f)]
+    assert phases == ["warmup", "joint", "dynamics", "dynamics"]
+    last = load_file(run / "model" / "weights.safetensors")
+    held = [n for n in first if n.startswith(("encoder.", "decoder.", "quantizer."))]
+    assert held and all(torch.equal(last[n], first[n]) for n in held)
+    assert not torch.equal(last["dynamics.keep_logit"], first["dynamics.keep_logit"])
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "1", 1.5])
+def test_representation_iterations_below_one_are_refused(value: object) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"LoopConfig.representation_iterations must be None \(every refit trains the "
+        rf"representation\) or an int of at least 1, got {re.escape(repr(value))}\.",
+    ):
+        LoopConfig(representation_iterations=value)  # type: ignore[arg-type]
+
+
+def test_a_family_that_cannot_hold_its_representation_is_refused() -> None:
+    assert LoopConfig(family="rssm").trains_representation(7)
+    with pytest.raises(
+        ConfigError,
+        match=r"LoopConfig.representation_iterations=2: the 'rssm' family trains its "
+        r"representation with its dynamics and cannot hold it; use None, or family 'discrete'",
+    ):
+        LoopConfig(family="rssm", representation_iterations=2)
+    config = LoopConfig(representation_iterations=2)
+    assert [config.trains_representation(i) for i in (1, 2, 3)] == [True, True, False]

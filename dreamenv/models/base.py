@@ -85,6 +85,10 @@ class WorldModel(nn.Module, ABC):
     has_warmup: ClassVar[bool] = True
     """Whether :meth:`loss` has a representation-only ``"warmup"`` phase (others train
     everything in both phases)."""
+    holds_representation: ClassVar[bool] = False
+    """Whether :meth:`loss` has a ``"dynamics"`` phase: the representation held as it is
+    (every observation the envs serve stays the same), only what predicts it trains
+    (``FitConfig.representation``)."""
 
     def __init__(self, config: Any, spec: EnvSpec, num_actions: int | ActionSpec) -> None:
         super().__init__()
@@ -172,7 +176,8 @@ class WorldModel(nn.Module, ABC):
         Args:
             batch: ``frames`` uint8 ``(B, L+1, *frame_shape)``, ``actions`` ``(B, L)``,
                 ``rewards`` ``(B, L)``, ``terminated`` ``(B, L)``, ``mask`` ``(B, L)``.
-            phase: ``"warmup"`` (representation only) or ``"joint"``.
+            phase: ``"warmup"`` (representation only), ``"joint"``, or ``"dynamics"``
+                (all but the representation; families with ``holds_representation``).
             step: the optimiser step, for schedules such as slower representation updates.
         """
 

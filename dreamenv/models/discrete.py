@@ -465,6 +465,7 @@ class DiscreteWorldModel(WorldModel):
 
     family = "discrete"
     config_class = DiscreteConfig
+    holds_representation = True
     presets = PRESETS
 
     def __init__(
@@ -713,13 +714,17 @@ class DiscreteWorldModel(WorldModel):
         move once per representation update); the dynamics train on
         :meth:`served_indices`, the codes the envs will produce for the same frames.
         Dead-code restarts happen in the warm-up only: in the joint phase they would
-        re-point codes the ConvLSTM has learned (the EMA still moves every code)."""
+        re-point codes the ConvLSTM has learned (the EMA still moves every code). The
+        ``"dynamics"`` phase leaves the VQ-VAE as it is (encoder, codebook, decoder), so
+        every code the envs serve stays the same."""
         frames = batch["frames"]
         b, steps1 = frames.shape[:2]
         flat = frames.flatten(0, 1)
         out: dict[str, torch.Tensor] = {}
         repr_loss = torch.zeros((), device=frames.device)
-        if phase == "warmup" or step % self.config.representation_every == 0:
+        if phase == "warmup" or (
+            phase == "joint" and step % self.config.representation_every == 0
+        ):
             rep = self._representation_loss(
                 self._recon_subset(flat), update=True, restart=phase == "warmup"
             )

@@ -43,13 +43,19 @@ from dreamenv.checkpoint import (
 from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_episodes
 from dreamenv.data.store import EpisodeStore
 from dreamenv.errors import CheckpointError, ConfigError
-from dreamenv.models.base import WorldModel, build_model, get_family, resolve_config
+from dreamenv.models.base import FAMILIES, WorldModel, build_model, get_family, resolve_config
 from dreamenv.precision import Precision, autocast, check_precision
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.csv"
-FREE_FIELDS = ("checkpoint_every_epochs", "checkpoint_every_minutes", "device", "precision")
+FREE_FIELDS = (
+    "checkpoint_every_epochs",
+    "checkpoint_every_minutes",
+    "device",
+    "precision",
+    "representation",
+)
 """The FitConfig fields a continued run may change (besides ``epochs``, which may grow)."""
 
 
@@ -109,6 +115,12 @@ class FitConfig:
     """``"bfloat16"`` runs the updates' convolutions and matrix products under bfloat16
     autocast (:mod:`dreamenv.precision`; weights, optimiser and held-out metrics stay
     float32)."""
+    representation: bool = True
+    """Train the representation too. False continues a trained model with its
+    representation held as it is (the discrete family's encoder, codebook and decoder), so
+    every observation the envs serve stays the same and only the dynamics, reward and
+    termination train; families whose representation trains with their dynamics
+    (``holds_representation`` False) refuse it. A continued run may change it."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -310,6 +322,28 @@ def _restore_random_state(
     return rng
 
 
+def _check_held_representation(
+    config: FitConfig, model: WorldModel, out: Path, epoch: int, trained: bool
+) -> None:
+    """A :class:`ConfigError` where ``config.representation`` is False but cannot be."""
+    if config.representation:
+        return
+    if not model.holds_representation:
+        held = [name for name, cls in FAMILIES.items() if cls.holds_representation]
+        raise ConfigError(
+            f"FitConfig.representation=False: the {model.family!r} family trains its "
+            f"representation with its dynamics and cannot hold it; families that can: {held}. "
+            "Use representation=True."
+        )
+    if not trained or (model.has_warmup and epoch < config.warmup_epochs):
+        raise ConfigError(
+            f"FitConfig.representation=False holds a trained representation, but "
+            f"{str(out)!r} holds a model whose representation is not trained yet "
+            f"({epoch} of {config.warmup_epochs} warm-up epochs done). Train it first with "
+            "representation=True."
+        )
+
+
 def fit(
     store: str | Path,
     out: str | Path,
@@ -389,6 +423,7 @@ def fit(
         )
         rewards = [np.abs(e.rewards).max() for e in train_eps if len(e)]
         model.set_reward_scale(max(rewards, default=1.0) or 1.0)
+    _check_held_representation(config, model, out, progress_state["epoch"], bool(saved_state))
     window = model.window_steps(config.seq_len)
     sampler = SequenceSampler(
         train_eps,
@@ -459,7 +494,11 @@ def fit(
         progress_state["updates_total"],
     )
     while epoch < config.epochs:
-        phase = "warmup" if epoch < config.warmup_epochs and model.has_warmup else "joint"
+        phase = (
+            "warmup"
+            if epoch < config.warmup_epochs and model.has_warmup
+            else ("joint" if config.representation else "dynamics")
+        )
         base_lr = config.warmup_lr if phase == "warmup" else config.lr
         for group, scale in zip(optimizer.param_groups, scales, strict=True):
             group["lr"] = base_lr * scale

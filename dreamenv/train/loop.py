@@ -81,6 +81,12 @@ class LoopConfig:
     """World-model epochs per iteration (the last entry repeats if there are more iterations)."""
     warmup_epochs: int = 50
     """Epochs of VQ-VAE warm-up at the start of the first iteration."""
+    representation_iterations: int | None = None
+    """Iterations whose refits train the representation; the later ones hold it
+    (``FitConfig.representation`` False): their updates train the dynamics, reward and
+    termination, and every code the agent sees stays as it was. None: every refit trains
+    everything (the paper's). Only families with ``holds_representation`` (the discrete
+    family) take a number."""
     family: str = "discrete"
     """World-model family (``dreamenv fit --family``)."""
     preset: str = "paper"
@@ -130,6 +136,28 @@ class LoopConfig:
         check_hold(self.random_hold, "LoopConfig.random_hold")
         if self.obs_type is not None:
             check_obs_type(self.obs_type, get_family(self.family).obs_types, "LoopConfig.obs_type")
+        self._check_representation_iterations()
+
+    def _check_representation_iterations(self) -> None:
+        value = self.representation_iterations
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                "LoopConfig.representation_iterations must be None (every refit trains the "
+                f"representation) or an int of at least 1, got {value!r}."
+            )
+        if not get_family(self.family).holds_representation:
+            raise ConfigError(
+                f"LoopConfig.representation_iterations={value}: the {self.family!r} family "
+                "trains its representation with its dynamics and cannot hold it; use None, "
+                "or family 'discrete'."
+            )
+
+    def trains_representation(self, iteration: int) -> bool:
+        """Whether iteration ``iteration``'s refit (1-based) trains the representation."""
+        limit = self.representation_iterations
+        return limit is None or iteration <= limit
 
     @property
     def total_steps(self) -> int:
@@ -408,6 +436,7 @@ def train(
             warmup_epochs=min(config.warmup_epochs, config.epochs_until(1)),
             seed=seed,
             device=device,
+            representation=config.trains_representation(iteration),
         )
         fit(
             data,
