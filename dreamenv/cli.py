@@ -210,6 +210,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         precision=args.precision,
+        representation=not args.hold_representation,
     )
     out = fit(
         args.store,
@@ -387,6 +388,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("rollouts", tuple(args.rollouts) if args.rollouts else None),
             ("warmup_epochs", args.warmup_epochs),
             ("obs_type", args.obs_type),
+            ("representation_iterations", args.representation_iterations),
         )
         if value is not None
     }
@@ -595,6 +597,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16: the updates under bfloat16 autocast, faster on CPUs with AMX; a "
         f"continued fit may change it (default {fit_defaults.precision})",
     )
+    p.add_argument(
+        "--hold-representation",
+        action="store_true",
+        help="continue a trained model with its representation held (discrete family: "
+        "encoder, codebook, decoder), so every code stays as it was and only the dynamics, "
+        "reward and termination train",
+    )
     p.set_defaults(run=_cmd_fit)
 
     p = sub.add_parser("info", help="describe a checkpoint (parameter counts per part)")
@@ -762,6 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)
+    p.add_argument(
+        "--representation-iterations",
+        type=int,
+        help="iterations whose refits train the representation; later refits hold it, so "
+        "the codes the agent sees stay fixed (default: every iteration, the paper's)",
+    )
     p.add_argument("--rollouts", type=int, nargs="+", help="PPO rollouts per iteration")
     p.add_argument("--eval-episodes", type=int)
     p.add_argument("--eval-max-steps", type=int)

@@ -418,3 +418,19 @@ def test_train_set_overrides_the_presets_model_settings(
         "num_codes": 64,
     }
     assert seen[1].model_overrides == LOOP_PRESETS["cpu100k"].model_overrides
+
+
+def test_train_passes_representation_iterations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import dreamenv.train.loop
+
+    seen: list = []
+    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(a[2]) or [])
+    argv = ["train", "pong", "--preset", "cpu100k", "--run-dir", str(tmp_path)]
+    assert main([*argv, "--representation-iterations", "1"]) == 0
+    assert main(argv) == 0
+    assert [c.representation_iterations for c in seen] == [1, None]
+    assert main([*argv, "--representation-iterations", "0"]) == 2
+    assert "representation_iterations must be None" in capsys.readouterr().err
+    assert len(seen) == 2

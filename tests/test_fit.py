@@ -525,7 +525,8 @@ def test_cli_fit_passes_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         raise KeyboardInterrupt
 
     monkeypatch.setattr(fit_module, "fit", capture)
-    for flags in ([], ["--precision", "bfloat16"]):
+    for flags in ([], ["--precision", "bfloat16"], ["--hold-representation"]):
         with pytest.raises(KeyboardInterrupt):
             main(["fit", "store", "--out", str(tmp_path / "m"), "--warmup-epochs", "0", *flags])
-    assert [c.precision for c in seen] == ["float32", "bfloat16"]
+    assert [c.precision for c in seen] == ["float32", "bfloat16", "float32"]
+    assert [c.representation for c in seen] == [True, True, False]

@@ -722,9 +722,7 @@ class DiscreteWorldModel(WorldModel):
         flat = frames.flatten(0, 1)
         out: dict[str, torch.Tensor] = {}
         repr_loss = torch.zeros((), device=frames.device)
-        if phase == "warmup" or (
-            phase == "joint" and step % self.config.representation_every == 0
-        ):
+        if phase == "warmup" or (phase == "joint" and step % self.config.representation_every == 0):
             rep = self._representation_loss(
                 self._recon_subset(flat), update=True, restart=phase == "warmup"
             )
