@@ -15,13 +15,14 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import dreamenv
-from dreamenv import CheckpointError, ConfigError, FitConfig, load_checkpoint
+from dreamenv import CheckpointError, ConfigError, DatasetError, FitConfig, load_checkpoint
 from dreamenv.atomic_files import set_file
 from dreamenv.checkpoint import BANK_FILE, CONFIG_FILE, WEIGHTS_FILE
 from dreamenv.data.sequences import SequenceSampler
@@ -336,6 +337,45 @@ def test_fit_holding_the_representation_trains_only_the_dynamics(
     assert not torch.equal(new["dynamics.keep_logit"], old["dynamics.keep_logit"])
     trained = [n for n in old if n.startswith("dynamics.") and not torch.equal(new[n], old[n])]
     assert len(trained) > 5, trained
+
+
+def test_a_held_fit_encodes_its_data_once_and_trains_as_on_frames(
+    checkpoint_dir: Path, store_dir: Path
+) -> None:
+    from dreamenv.train.fit import _served_latents
+
+    model = load_checkpoint(checkpoint_dir).model
+    store = dreamenv.EpisodeStore.open(store_dir)
+    episodes, stack = store.episodes(), store.spec.frame_stack
+    latents = _served_latents(model, episodes, stack)
+    assert [len(z) for z in latents] == [len(e) + 1 for e in episodes]
+    plain = SequenceSampler(episodes, stack, 5, seed=3, reward_windows=0.5)
+    held = SequenceSampler(episodes, stack, 5, seed=3, reward_windows=0.5, latents=latents)
+    a, b = plain.sample(6), held.sample(6)
+    assert "frames" not in b and b["latents"].shape == (6, 6, model.grid, model.grid)
+    for key in ("actions", "rewards", "terminated", "mask"):
+        assert (a[key] == b[key]).all(), key
+    frames = torch.as_tensor(a["frames"]).flatten(0, 1)
+    assert torch.equal(model.served_latents(frames).view(6, 6, model.grid, model.grid),
+                       torch.as_tensor(b["latents"]))  # fmt: skip
+    on_frames = model.loss({k: torch.as_tensor(v) for k, v in a.items()}, "dynamics", 1)
+    on_latents = model.loss({k: torch.as_tensor(v) for k, v in b.items()}, "dynamics", 1)
+    assert on_frames.keys() == on_latents.keys()
+    for key, value in on_frames.items():
+        assert torch.allclose(value, on_latents[key]), key
+
+
+def test_latents_that_miss_an_observation_are_refused(store_dir: Path) -> None:
+    store = dreamenv.EpisodeStore.open(store_dir)
+    episodes = store.episodes()
+    latents = [np.zeros((len(e) + 1, 2, 2), np.int64) for e in episodes]
+    latents[0] = latents[0][1:]
+    with pytest.raises(
+        DatasetError,
+        match=rf"latents of an episode of {len(episodes[0])} steps must hold "
+        rf"{len(episodes[0]) + 1} observations' latents, got {len(episodes[0])}\.",
+    ):
+        SequenceSampler(episodes, store.spec.frame_stack, 5, latents=latents)
 
 
 def test_fit_trains_the_representation_again_when_asked(

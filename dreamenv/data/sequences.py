@@ -36,7 +36,10 @@ class SequenceSampler:
     With ``reward_windows=f``, a share ``f`` of every batch are windows that contain a real
     nonzero reward, so a reward head sees sparse rewards often enough to learn them. With
     ``life_loss=True`` the ``terminated`` of a batch also marks the loss of a life (the
-    window goes on: the game did), so a termination head learns both ends.
+    window goes on: the game did), so a termination head learns both ends. With
+    ``latents`` (one array per episode: the latents of its observations ``0 .. len``, as
+    a model with a held representation serves them), batches hold ``latents`` instead of
+    ``frames``.
     """
 
     def __init__(
@@ -47,9 +50,19 @@ class SequenceSampler:
         seed: int = 0,
         reward_windows: float = 0.0,
         life_loss: bool = False,
+        latents: list[np.ndarray] | None = None,
     ) -> None:
         self.life_loss = life_loss
-        self.episodes = [e for e in episodes if len(e) > 0]
+        keep = [i for i, e in enumerate(episodes) if len(e) > 0]
+        self.episodes = [episodes[i] for i in keep]
+        self.latents = None if latents is None else [latents[i] for i in keep]
+        if self.latents is not None:
+            for e, z in zip(self.episodes, self.latents, strict=True):
+                if len(z) != len(e) + 1:
+                    raise DatasetError(
+                        f"latents of an episode of {len(e)} steps must hold {len(e) + 1} "
+                        f"observations' latents, got {len(z)}."
+                    )
         if not self.episodes:
             raise DatasetError("No episode with at least one step to train on; collect more data.")
         self.stack = stack
@@ -76,8 +89,8 @@ class SequenceSampler:
         return ends / max(self.num_steps, 1)
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        """A batch: ``frames`` (B, L+1, stack, S, S), ``actions``, ``rewards``,
-        ``terminated``, ``mask`` (B, L)."""
+        """A batch: ``frames`` (B, L+1, stack, S, S) (or ``latents`` (B, L+1, ...)),
+        ``actions``, ``rewards``, ``terminated``, ``mask`` (B, L)."""
         which = self.rng.choice(len(self.episodes), size=batch_size, p=self.weights)
         starts = (self.rng.random(batch_size) * self.lengths[which]).astype(np.int64)
         n_reward = int(round(self.reward_windows * batch_size)) if len(self.reward_events) else 0
@@ -98,7 +111,10 @@ class SequenceSampler:
             pos = np.minimum(np.arange(s, s + L + 1), T)
             step = np.minimum(np.arange(s, s + L), T - 1)
             valid = np.arange(s, s + L) < T
-            frames.append(stack_frames(ep.frames, pos, self.stack))
+            if self.latents is None:
+                frames.append(stack_frames(ep.frames, pos, self.stack))
+            else:
+                frames.append(self.latents[e_idx][pos])
             actions.append(ep.actions[step])
             rewards.append(np.where(valid, ep.rewards[step], 0.0))
             ends = ep.terminated[step]
@@ -107,7 +123,7 @@ class SequenceSampler:
             terminated.append(valid & ends)
             mask.append(valid)
         return {
-            "frames": np.stack(frames),
+            "frames" if self.latents is None else "latents": np.stack(frames),
             "actions": np.stack(actions),
             "rewards": np.stack(rewards).astype(np.float32),
             "terminated": np.stack(terminated),

@@ -177,9 +177,18 @@ class WorldModel(nn.Module, ABC):
             batch: ``frames`` uint8 ``(B, L+1, *frame_shape)``, ``actions`` ``(B, L)``,
                 ``rewards`` ``(B, L)``, ``terminated`` ``(B, L)``, ``mask`` ``(B, L)``.
             phase: ``"warmup"`` (representation only), ``"joint"``, or ``"dynamics"``
-                (all but the representation; families with ``holds_representation``).
+                (all but the representation; families with ``holds_representation``,
+                whose batch may hold ``latents`` from :meth:`served_latents` instead of
+                ``frames``).
             step: the optimiser step, for schedules such as slower representation updates.
         """
+
+    def served_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """The latents the envs serve for real observations ``frames`` ``(B, *frame_shape)``,
+        as the ``"dynamics"`` phase takes them in ``batch["latents"]`` ``(B, L+1, ...)``
+        instead of ``frames``: a held representation's are fixed, so a fit encodes its data
+        once (families with ``holds_representation``)."""
+        raise NotImplementedError(f"the {self.family!r} family cannot hold its representation")
 
     @abstractmethod
     def metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -535,6 +535,10 @@ class DiscreteWorldModel(WorldModel):
         finally:
             self.encoder.train(was_training)
 
+    def served_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """:meth:`served_indices` (the ``"dynamics"`` phase's ``latents``)."""
+        return self.served_indices(frames)
+
     def embed(self, latent: torch.Tensor) -> torch.Tensor:
         """Codebook vectors of index grids: ``(B, G, G)`` -> ``(B, D, G, G)`` float."""
         return self.quantizer.codebook[latent].permute(0, 3, 1, 2)
@@ -716,11 +720,17 @@ class DiscreteWorldModel(WorldModel):
         Dead-code restarts happen in the warm-up only: in the joint phase they would
         re-point codes the ConvLSTM has learned (the EMA still moves every code). The
         ``"dynamics"`` phase leaves the VQ-VAE as it is (encoder, codebook, decoder), so
-        every code the envs serve stays the same."""
+        every code the envs serve stays the same; it takes the batch's ``latents`` (the
+        codes, encoded once: :meth:`served_latents`) where the batch has them."""
+        if phase == "dynamics" and "latents" in batch:
+            terms = self._sequence_terms(batch, batch["latents"])
+            out = {k: v.detach() for k, v in terms.items()}
+            out["loss"] = self._prediction_loss(terms)
+            return out
         frames = batch["frames"]
         b, steps1 = frames.shape[:2]
         flat = frames.flatten(0, 1)
-        out: dict[str, torch.Tensor] = {}
+        out = {}
         repr_loss = torch.zeros((), device=frames.device)
         if phase == "warmup" or (phase == "joint" and step % self.config.representation_every == 0):
             rep = self._representation_loss(
@@ -737,13 +747,15 @@ class DiscreteWorldModel(WorldModel):
         indices = self.served_indices(flat).view(b, steps1, self.grid, self.grid)
         terms = self._sequence_terms(batch, indices)
         out.update({k: v.detach() for k, v in terms.items()})
-        out["loss"] = (
-            repr_loss
-            + terms["latent_loss"]
+        out["loss"] = repr_loss + self._prediction_loss(terms)
+        return out
+
+    def _prediction_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (
+            terms["latent_loss"]
             + self.config.reward_loss_scale * terms["reward_loss"]
             + self.config.termination_loss_scale * terms["termination_loss"]
         )
-        return out
 
     @torch.no_grad()
     def metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -41,7 +41,8 @@ from dreamenv.checkpoint import (
     save_checkpoint,
 )
 from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_episodes
-from dreamenv.data.store import EpisodeStore
+from dreamenv.data.store import Episode, EpisodeStore
+from dreamenv.envs.atari import stack_frames
 from dreamenv.errors import CheckpointError, ConfigError
 from dreamenv.models.base import FAMILIES, WorldModel, build_model, get_family, resolve_config
 from dreamenv.precision import Precision, autocast, check_precision
@@ -322,6 +323,30 @@ def _restore_random_state(
     return rng
 
 
+def _served_latents(model: WorldModel, episodes: list[Episode], stack: int) -> list[np.ndarray]:
+    """The latents ``model`` serves for every observation of ``episodes`` (one array of
+    ``len + 1`` per episode), encoded once for a fit that holds the representation."""
+    latents = []
+    with torch.no_grad():
+        for episode in episodes:
+            if len(episode) == 0:  # the sampler drops it
+                latents.append(np.zeros(0, np.int64))
+                continue
+            positions = np.arange(len(episode) + 1)
+            chunks = [
+                model.served_latents(
+                    torch.as_tensor(stack_frames(episode.frames, chunk, stack), device=model.device)
+                ).cpu()
+                for chunk in np.array_split(positions, max(1, len(positions) // LATENT_CHUNK))
+            ]
+            latents.append(torch.cat(chunks).numpy())
+    return latents
+
+
+LATENT_CHUNK = 256
+"""Observations encoded at a time by :func:`_served_latents`."""
+
+
 def _check_held_representation(
     config: FitConfig, model: WorldModel, out: Path, epoch: int, trained: bool
 ) -> None:
@@ -432,6 +457,7 @@ def fit(
         seed=config.seed,
         reward_windows=config.reward_windows,
         life_loss=config.life_loss,
+        latents=None if config.representation else _served_latents(model, train_eps, stack),
     )
     val_sampler = SequenceSampler(
         val_eps, stack, window, seed=config.seed + 1, life_loss=config.life_loss
