@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,21 @@ def test_i2a_example(family_checkpoint, tmp_path) -> None:
         cwd=tmp_path,
     )
     assert "I2A PPO (16 steps in the real env" in out and "random policy:" in out
+
+
+def test_held_fit_benchmark(checkpoint_dir, store_dir, tmp_path) -> None:
+    out = run(
+        "benchmarks/held_fit.py",
+        str(checkpoint_dir),
+        str(store_dir),
+        "--epochs",
+        "1",
+        "--repeats",
+        "1",
+        "--out",
+        str(tmp_path / "held"),
+        cwd=tmp_path,
+    )
+    assert "held fit of 1 epochs, 1 thread(s): encoding once" in out
+    result = json.loads((tmp_path / "held" / "held_fit.json").read_text())
+    assert len(result["seconds"]["encode_once"]) == 1 and result["ratio_every_over_once"] > 0
