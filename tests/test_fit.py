@@ -365,6 +365,22 @@ def test_a_held_fit_encodes_its_data_once_and_trains_as_on_frames(
         assert torch.allclose(value, on_latents[key]), key
 
 
+def test_a_held_fit_of_a_finished_run_encodes_nothing(
+    run_dir: Path, store_dir: Path, tiny_fit_config: FitConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fit_module = importlib.import_module("dreamenv.train.fit")
+    held = dataclasses.replace(tiny_fit_config, epochs=3, representation=False)
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=held, progress=False)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+    def refuse(*args):
+        raise AssertionError("a finished run has nothing to encode")
+
+    monkeypatch.setattr(fit_module, "_served_latents", refuse)
+    dreamenv.fit(store_dir, run_dir, preset="tiny", config=held, progress=False)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
 def test_latents_that_miss_an_observation_are_refused(store_dir: Path) -> None:
     store = dreamenv.EpisodeStore.open(store_dir)
     episodes = store.episodes()

@@ -323,6 +323,10 @@ def _restore_random_state(
     return rng
 
 
+LATENT_CHUNK = 256
+"""Observations encoded at a time by :func:`_served_latents`."""
+
+
 def _served_latents(model: WorldModel, episodes: list[Episode], stack: int) -> list[np.ndarray]:
     """The latents ``model`` serves for every observation of ``episodes`` (one array of
     ``len + 1`` per episode), encoded once for a fit that holds the representation."""
@@ -341,10 +345,6 @@ def _served_latents(model: WorldModel, episodes: list[Episode], stack: int) -> l
             ]
             latents.append(torch.cat(chunks).numpy())
     return latents
-
-
-LATENT_CHUNK = 256
-"""Observations encoded at a time by :func:`_served_latents`."""
 
 
 def _check_held_representation(
@@ -450,6 +450,11 @@ def fit(
         model.set_reward_scale(max(rewards, default=1.0) or 1.0)
     _check_held_representation(config, model, out, progress_state["epoch"], bool(saved_state))
     window = model.window_steps(config.seq_len)
+    held = (  # a held representation serves fixed codes: encode the data once (if any update)
+        _served_latents(model, train_eps, stack)
+        if not config.representation and progress_state["epoch"] < config.epochs
+        else None
+    )
     sampler = SequenceSampler(
         train_eps,
         stack,
@@ -457,7 +462,7 @@ def fit(
         seed=config.seed,
         reward_windows=config.reward_windows,
         life_loss=config.life_loss,
-        latents=None if config.representation else _served_latents(model, train_eps, stack),
+        latents=held,
     )
     val_sampler = SequenceSampler(
         val_eps, stack, window, seed=config.seed + 1, life_loss=config.life_loss
