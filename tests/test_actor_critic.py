@@ -65,7 +65,9 @@ def test_bad_settings_name_the_field_and_the_fix(pendulum: Path, cartpole: Path)
         DreamerActorCritic(pendulum, horizn=3)
     with pytest.raises(ConfigError, match="gradient='dynamics' needs Box actions.*'reinforce'"):
         DreamerActorCritic(cartpole, gradient="dynamics", **TINY)
-    with pytest.raises(ConfigError, match="obs_type='pixels' is not supported"):
+    with pytest.raises(
+        ConfigError, match=r"obs_type of the '\w+' family must be one of \[.*\], got 'pixels'"
+    ):
         DreamerActorCritic(pendulum, obs_type="pixels", **TINY)
     agent = DreamerActorCritic(pendulum, **TINY)
     with pytest.raises(ConfigError, match=r"observation must have shape \(num_envs, 3\)"):

@@ -150,7 +150,10 @@ def test_image_specs_and_bad_inputs_are_clear_errors() -> None:
         model.encode(torch.zeros(2, 1, 5))
     with pytest.raises(ConfigError, match=r"embeddings must have shape \(B, K, 1, 4\)"):
         model.initial_state(torch.zeros(2, 1, 4), torch.zeros(2, 0).long())
-    with pytest.raises(ConfigError, match="obs_type='pixels' is not supported.*'state'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"obs_type of the 'ensemble' family must be one of \[.*'state'.*\], got 'pixels'",
+    ):
         model.observation_space("pixels")
     with pytest.raises(ConfigError, match="phase must be 'warmup' or 'joint'"):
         model.loss(_batch(CARTPOLE), "pretrain", 0)

@@ -118,7 +118,9 @@ def test_too_many_convolutions_for_the_screen() -> None:
 def test_unknown_phase_and_obs_type(model: MDNRNNWorldModel) -> None:
     with pytest.raises(ConfigError, match="phase must be 'warmup' or 'joint', got 'train'"):
         model.loss(_batch(), "train", 0)
-    with pytest.raises(ConfigError, match="obs_type='indices' is not supported"):
+    with pytest.raises(
+        ConfigError, match=r"obs_type of the 'mdnrnn' family must be one of \[.*\], got 'indices'"
+    ):
         model.observation_space("indices")
 
 

@@ -361,7 +361,9 @@ def test_observations_lie_in_their_spaces(family: str) -> None:
     assert torch.equal(
         model.decode(pred.next_latent), model.observation(pred.next_latent, "pixels")
     )
-    with pytest.raises(ConfigError, match="obs_type='indices' is not supported"):
+    with pytest.raises(
+        ConfigError, match=r"obs_type of the '\w+' family must be one of \[.*\], got 'indices'"
+    ):
         model.observation_space("indices")
 
 
