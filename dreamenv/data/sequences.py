@@ -104,7 +104,7 @@ class SequenceSampler:
     def window(self, which: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
         """The windows starting at ``starts`` of episodes ``which``."""
         L = self.seq_len
-        frames, actions, rewards, terminated, mask = [], [], [], [], []
+        observations, actions, rewards, terminated, mask = [], [], [], [], []
         for e_idx, s in zip(which, starts, strict=True):
             ep = self.episodes[e_idx]
             T = len(ep)
@@ -112,9 +112,9 @@ class SequenceSampler:
             step = np.minimum(np.arange(s, s + L), T - 1)
             valid = np.arange(s, s + L) < T
             if self.latents is None:
-                frames.append(stack_frames(ep.frames, pos, self.stack))
+                observations.append(stack_frames(ep.frames, pos, self.stack))
             else:
-                frames.append(self.latents[e_idx][pos])
+                observations.append(self.latents[e_idx][pos])
             actions.append(ep.actions[step])
             rewards.append(np.where(valid, ep.rewards[step], 0.0))
             ends = ep.terminated[step]
@@ -123,7 +123,7 @@ class SequenceSampler:
             terminated.append(valid & ends)
             mask.append(valid)
         return {
-            "frames" if self.latents is None else "latents": np.stack(frames),
+            "frames" if self.latents is None else "latents": np.stack(observations),
             "actions": np.stack(actions),
             "rewards": np.stack(rewards).astype(np.float32),
             "terminated": np.stack(terminated),

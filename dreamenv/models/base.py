@@ -326,6 +326,22 @@ def get_family(name: str) -> type[WorldModel]:
     return FAMILIES[name]
 
 
+def check_holds_representation(family: str, setting: str, fix: str) -> None:
+    """A :class:`ConfigError` for ``setting`` unless ``family`` can hold its representation
+    (``holds_representation``); ``fix`` ends the message."""
+    if not get_family(family).holds_representation:
+        raise ConfigError(
+            f"{setting}: the {family!r} family trains its representation with its dynamics "
+            f"and cannot hold it; {fix}"
+        )
+
+
+def holding_families() -> list[str]:
+    """The families that can hold their representation."""
+    get_family("discrete")  # registers the built-in families
+    return [name for name, cls in FAMILIES.items() if cls.holds_representation]
+
+
 def resolve_config(family: str, preset: str | Any, overrides: dict[str, Any] | None = None) -> Any:
     """The family's config from a preset name (or a config object) and field overrides."""
     cls = get_family(family)

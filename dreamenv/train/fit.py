@@ -44,7 +44,14 @@ from dreamenv.data.sequences import SequenceSampler, build_start_bank, split_epi
 from dreamenv.data.store import Episode, EpisodeStore
 from dreamenv.envs.atari import stack_frames
 from dreamenv.errors import CheckpointError, ConfigError
-from dreamenv.models.base import FAMILIES, WorldModel, build_model, get_family, resolve_config
+from dreamenv.models.base import (
+    WorldModel,
+    build_model,
+    check_holds_representation,
+    get_family,
+    holding_families,
+    resolve_config,
+)
 from dreamenv.precision import Precision, autocast, check_precision
 
 STATE_FILE = "trainer_state.json"
@@ -353,13 +360,11 @@ def _check_held_representation(
     """A :class:`ConfigError` where ``config.representation`` is False but cannot be."""
     if config.representation:
         return
-    if not model.holds_representation:
-        held = [name for name, cls in FAMILIES.items() if cls.holds_representation]
-        raise ConfigError(
-            f"FitConfig.representation=False: the {model.family!r} family trains its "
-            f"representation with its dynamics and cannot hold it; families that can: {held}. "
-            "Use representation=True."
-        )
+    check_holds_representation(
+        model.family,
+        "FitConfig.representation=False",
+        f"families that can: {holding_families()}. Use representation=True.",
+    )
     if not trained or (model.has_warmup and epoch < config.warmup_epochs):
         raise ConfigError(
             f"FitConfig.representation=False holds a trained representation, but "

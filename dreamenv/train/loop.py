@@ -43,7 +43,7 @@ from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.envs.options import check_obs_type, check_reset_share
 from dreamenv.errors import ConfigError
-from dreamenv.models.base import get_family
+from dreamenv.models.base import check_holds_representation, get_family, holding_families
 from dreamenv.precision import Precision, check_precision
 from dreamenv.train.fit import FitConfig, fit
 
@@ -149,12 +149,12 @@ class LoopConfig:
                 "LoopConfig.representation_iterations must be None (every refit trains the "
                 f"representation) or an int of at least 1, got {value!r}."
             )
-        if not get_family(self.family).holds_representation:
-            raise ConfigError(
-                f"LoopConfig.representation_iterations={value}: the {self.family!r} family "
-                "trains its representation with its dynamics and cannot hold it; use None, "
-                "or family 'discrete'."
-            )
+        families = ", ".join(repr(name) for name in holding_families())
+        check_holds_representation(
+            self.family,
+            f"LoopConfig.representation_iterations={value}",
+            f"use None, or family {families}.",
+        )
 
     def trains_representation(self, iteration: int) -> bool:
         """Whether iteration ``iteration``'s refit (1-based) trains the representation."""
