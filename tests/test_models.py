@@ -507,6 +507,61 @@ def test_moving_weight_must_not_be_negative() -> None:
         DiscreteConfig(moving_weight=-1.0)
 
 
+@pytest.mark.parametrize(("moving_fraction", "share"), [(0.003, 0.5), (0.05, 0.5), (0.01, 0.2)])
+def test_share_weight_gives_the_moving_pixels_their_share(
+    moving_fraction: float, share: float
+) -> None:
+    from dreamenv.models.discrete import share_weight
+
+    moving = torch.zeros(10_000)
+    moving[: round(moving_fraction * 10_000)] = 1
+    weight = 1 + share_weight(moving, share) * moving
+    assert float((weight * moving).sum() / weight.sum()) == pytest.approx(share)
+
+
+def test_share_weight_adds_nothing_where_the_share_is_reached_or_nothing_moves() -> None:
+    from dreamenv.models.discrete import share_weight
+
+    assert share_weight(torch.zeros(10), 0.5) == 0.0
+    assert share_weight(torch.tensor([1.0, 1.0, 0.0]), 0.5) == 0.0
+
+
+def test_moving_share_weighs_as_the_weight_it_chooses() -> None:
+    from dreamenv.models.discrete import moving_pixels, share_weight
+
+    frames = _frames(4)[:, :1].expand(-1, SPEC.frame_shape[0], -1, -1).contiguous()
+    frames[:, -1, :3, :3] ^= 0xFF  # a small square moves in the newest frame of each stack
+    weight = share_weight(moving_pixels(frames), 0.5)
+    assert weight > 1
+    losses = []
+    for overrides in ({"moving_share": 0.5}, {"moving_weight": weight}, {}):
+        torch.manual_seed(0)
+        model = build_model("discrete", "tiny", SPEC, ACTIONS, overrides)
+        with torch.no_grad():
+            rep = model.eval()._representation_loss(frames, update=False)
+        losses.append(float(rep["recon_loss"]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert losses[0] != pytest.approx(losses[2], rel=1e-3)  # and it does weigh
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"moving_share": 1.0}, r"moving_share must be in \[0, 1\) .*got 1.0"),
+        ({"moving_share": -0.1}, r"moving_share must be in \[0, 1\) .*got -0.1"),
+        (
+            {"moving_share": 0.5, "moving_weight": 300.0},
+            r"moving_share \(0.5\) and moving_weight \(300.0\) cannot both be set",
+        ),
+    ],
+)
+def test_moving_share_is_checked(kwargs: dict, message: str) -> None:
+    from dreamenv.models.discrete import DiscreteConfig
+
+    with pytest.raises(ConfigError, match=message):
+        DiscreteConfig(**kwargs)
+
+
 @pytest.mark.parametrize("kernel", [2, 4])
 def test_encoder_kernel_2_codes_see_only_their_own_cell(kernel: int) -> None:
     torch.manual_seed(0)
