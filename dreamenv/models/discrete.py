@@ -245,7 +245,7 @@ def moving_pixels(frames: torch.Tensor, channels: int = 1) -> torch.Tensor:
 
 def share_weight(moving: torch.Tensor, share: float) -> float:
     """The extra weight ``w`` that makes the pixels marked in ``moving`` (a 0/1 mask, such
-    as :func:`moving_pixels`') carry ``share`` of a loss weighted ``1 + w * moving``: with
+    as :func:`moving_pixels` returns) carry ``share`` of a loss weighted ``1 + w * moving``: with
     a fraction ``f`` of the pixels moving, ``(1 + w) f / (1 + w f) = share``. 0 where they
     already carry that share or more, or where nothing moves.
 
