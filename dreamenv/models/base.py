@@ -338,7 +338,8 @@ def check_holds_representation(family: str, setting: str, fix: str) -> None:
 
 def holding_families() -> list[str]:
     """The families that can hold their representation."""
-    get_family("discrete")  # registers the built-in families
+    import dreamenv.models  # noqa: F401  (registers the built-in families)
+
     return [name for name, cls in FAMILIES.items() if cls.holds_representation]
 
 
