@@ -48,6 +48,7 @@ GAP_COLUMNS = (
     "real_window_return",
     "gap",
     "open_latent_acc",
+    "open_changed_acc",
     "reward_precision",
     "reward_recall",
     "reward_recall_sampled",

@@ -86,6 +86,7 @@ game over the same number of steps (:func:`dreamenv.train.reality_gap.reality_ga
 
 MODEL_SCORE_KEYS = (
     "open_latent_acc",
+    "open_changed_acc",
     "reward_precision",
     "reward_recall",
     "reward_recall_sampled",
@@ -140,6 +141,7 @@ def _plot_model_scores(ax: Any, rows: list[dict[str, Any]], run: str) -> None:
     steps = series(rows, "real_steps")
     names = {
         "open_latent_acc": "latent accuracy",
+        "open_changed_acc": "latent accuracy where it changes",
         "reward_precision": "reward precision",
         "reward_recall": "reward recall",
         "reward_recall_sampled": "reward recall, sampled",

@@ -19,6 +19,7 @@ from dreamenv.inspection import OpenLoop, open_loop, real_segments
 from dreamenv.train.policy_change import action_probabilities, policy_change
 from dreamenv.train.reality_gap import (
     OPEN_LOOP_KEYS,
+    changed_accuracy,
     model_scores,
     open_loop_scores,
     real_window_return,
@@ -68,7 +69,13 @@ def test_a_perfect_predictor_scores_one() -> None:
         perfect(rewards, terminated, torch.randint(0, 5, (2, 3, 4))), rewards, terminated, VALUES
     )
     assert set(scores) == set(OPEN_LOOP_KEYS)
-    for key in ("open_latent_acc", "reward_precision", "reward_recall", "reward_recall_sampled"):
+    for key in (
+        "open_latent_acc",
+        "open_changed_acc",
+        "reward_precision",
+        "reward_recall",
+        "reward_recall_sampled",
+    ):
         assert scores[key] == pytest.approx(1.0)
     assert scores["termination_precision"] == scores["termination_recall"] == 1.0
     assert scores["reward_steps"] == 2 and scores["termination_steps"] == 1
@@ -81,8 +88,28 @@ def test_float_latents_give_a_mean_squared_error_instead() -> None:
     pred.real_latents[..., 0] = 3.0
     scores = open_loop_scores(pred, rewards, terminated, VALUES)
     assert scores["open_latent_mse"] == pytest.approx(3.0)  # 9 on one entry of three
-    assert math.isnan(scores["open_latent_acc"])
+    assert math.isnan(scores["open_latent_acc"]) and math.isnan(scores["open_changed_acc"])
     assert math.isnan(scores["reward_recall"]) and scores["reward_steps"] == 0
+
+
+def test_changed_accuracy_scores_only_what_changes() -> None:
+    # 2 segments, 4 steps, 3x3 grids: one moving cell each, the rest still
+    real = torch.zeros(2, 4, 3, 3, dtype=torch.long)
+    real[:, :, 1, 1] = torch.arange(4)
+    still = real[:, :1].expand_as(real).clone()  # a model that holds the first latent
+    assert float((still == real).float().mean()) > 0.9  # plain accuracy looks good
+    assert changed_accuracy(still, real) == 0.0
+    assert changed_accuracy(real.clone(), real) == 1.0
+    half = real.clone()
+    half[0, :, 1, 1] = 9  # the first segment's moving cell always wrong
+    assert changed_accuracy(half, real) == 0.5
+
+
+def test_changed_accuracy_is_nan_where_it_cannot_be_scored() -> None:
+    still = torch.zeros(1, 3, 2, 2, dtype=torch.long)
+    assert math.isnan(changed_accuracy(still, still))  # nothing changes
+    assert math.isnan(changed_accuracy(still[:, :1], still[:, :1]))  # one step
+    assert math.isnan(changed_accuracy(torch.zeros(1, 3, 4), torch.ones(1, 3, 4)))  # float
 
 
 def test_a_wrong_sign_is_a_miss_and_a_false_claim() -> None:

@@ -31,6 +31,7 @@ def fake_run(path: Path, game: str = "pong", gap: bool = False, iterations: int 
                 "real_window_return": -0.5 * i,
                 "gap": 3.5 * i,
                 "open_latent_acc": 0.9 - 0.1 * i,
+                "open_changed_acc": 0.3,
                 "reward_precision": math.nan if i == 1 else 0.5,
                 "reward_recall": 0.25,
                 "reward_recall_sampled": 0.375,
@@ -60,8 +61,8 @@ def test_gap_panels_and_table(tmp_path: Path) -> None:
     text = md.read_text()
     assert "#### reality gap (last iteration)" in text
     assert (
-        "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.500 | 0.250 | 0.375 | n/a | 12 | 0.800 |"
-        in text
+        "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.300 | 0.500 | 0.250 | 0.375 | n/a | 12 "
+        "| 0.800 |" in text
     )
     assert "pong-s1 |" not in text.split("reality gap")[1]  # the old run has no gap row
 

@@ -4,7 +4,8 @@ predicts the real episodes the agent just played (open loop, under the real acti
 
 An agent that exploits the model shows as a high ``dream_return`` beside a low
 ``real_window_return`` (a large ``gap``); the open-loop scores say where the model is wrong:
-its latents (``open_latent_acc``), its rewards (``reward_precision``/``reward_recall`` of the
+its latents (``open_latent_acc``; ``open_changed_acc`` on the latent entries that change, which a
+model that only copies the still background gets wrong), its rewards (``reward_precision``/``reward_recall`` of the
 most likely reward; ``*_sampled``: expected under rewards drawn as the dream draws them) or
 its terminations (``termination_precision``/``termination_recall``).
 
@@ -36,6 +37,7 @@ from dreamenv.inspection import OpenLoop, open_loop, real_segments
 
 OPEN_LOOP_KEYS = (
     "open_latent_acc",
+    "open_changed_acc",
     "open_latent_mse",
     "reward_precision",
     "reward_recall",
@@ -102,6 +104,25 @@ def sampled_sign_precision_recall(sign_probs: np.ndarray, real: np.ndarray) -> t
     return precision, recall
 
 
+def changed_accuracy(latents: torch.Tensor, real_latents: torch.Tensor) -> float:
+    """Accuracy of imagined discrete latents ``(B, H, ...)`` on the entries whose real value
+    differs from the real one a step before (from the second step on): the ball and the
+    players, not the still background that makes plain accuracy high on any game. NaN for
+    float latents, or where nothing changes.
+
+    Example:
+        >>> real = torch.tensor([[[0, 0], [1, 0], [2, 0]]])  # entry 0 changes twice
+        >>> changed_accuracy(torch.tensor([[[0, 0], [1, 0], [0, 0]]]), real)
+        0.5
+    """
+    if latents.dtype.is_floating_point or latents.shape[1] < 2:
+        return math.nan
+    changed = real_latents[:, 1:] != real_latents[:, :-1]
+    if not bool(changed.any()):
+        return math.nan
+    return float((latents[:, 1:] == real_latents[:, 1:])[changed].float().mean())
+
+
 def open_loop_scores(
     pred: OpenLoop, rewards: np.ndarray, terminated: np.ndarray, reward_values: torch.Tensor
 ) -> dict[str, float]:
@@ -132,6 +153,7 @@ def open_loop_scores(
     )
     return {
         "open_latent_acc": float((diff == 0).float().mean()) if integer else math.nan,
+        "open_changed_acc": changed_accuracy(pred.latents, pred.real_latents),
         "open_latent_mse": math.nan if integer else float(diff.pow(2).mean()),
         "reward_precision": r_precision,
         "reward_recall": r_recall,
