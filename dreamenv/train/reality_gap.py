@@ -4,10 +4,11 @@ predicts the real episodes the agent just played (open loop, under the real acti
 
 An agent that exploits the model shows as a high ``dream_return`` beside a low
 ``real_window_return`` (a large ``gap``); the open-loop scores say where the model is wrong:
-its latents (``open_latent_acc``; ``open_changed_acc`` on the latent entries that change, which a
-model that only copies the still background gets wrong), its rewards (``reward_precision``/``reward_recall`` of the
-most likely reward; ``*_sampled``: expected under rewards drawn as the dream draws them) or
-its terminations (``termination_precision``/``termination_recall``).
+its latents (``open_latent_acc``; ``open_changed_acc`` on the latent entries that change,
+which a model that only copies the still background gets wrong), its rewards
+(``reward_precision``/``reward_recall`` of the most likely reward; ``*_sampled``: expected
+under rewards drawn as the dream draws them) or its terminations
+(``termination_precision``/``termination_recall``).
 
 Example:
     >>> stats = play_episodes(agent, "runs/pong/model", episodes=32)
