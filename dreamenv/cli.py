@@ -472,12 +472,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         out=args.out,
     )
     print(
-        "| horizon | latent acc | reward acc | frame MAE | recon MAE |\n|---:|---:|---:|---:|---:|"
+        "| horizon | latent acc | changed-cell acc | reward acc | frame MAE | recon MAE |\n"
+        "|---:|---:|---:|---:|---:|---:|"
     )
     for row in rows:
         if row["horizon"] in (1, 2, 5, 10, 20, 30, 40, 50) or row["horizon"] == len(rows):
             print(
-                f"| {row['horizon']} | {row['latent_acc']:.3f} | {row['reward_acc']:.3f} | "
+                f"| {row['horizon']} | {row['latent_acc']:.3f} | {row['changed_acc']:.3f} | "
+                f"{row['reward_acc']:.3f} | "
                 f"{row['frame_mae']:.4f} | {row['recon_mae']:.4f} |"
             )
     print(f"wrote {args.out}/inspect.csv and {args.out}/inspect.png")

@@ -1,9 +1,9 @@
 """Inspecting a checkpoint: open-loop rollouts from real starts under the real actions,
 beside what really happened (``dreamenv video``), and their quality against the horizon
-on held-out episodes (``dreamenv inspect``): latent accuracy, reward accuracy and
-decoded-frame error at each imagined step 1..H, written as CSV and PNG. The error of
-decoding the real latents (the VQ-VAE's own reconstruction) is given as the floor the
-imagined frames can reach.
+on held-out episodes (``dreamenv inspect``): latent accuracy (over every cell and over the
+cells whose real code changes), reward accuracy and decoded-frame error at each imagined
+step 1..H, written as CSV and PNG. The error of decoding the real latents (the VQ-VAE's own
+reconstruction) is given as the floor the imagined frames can reach.
 
 Example:
     >>> obs, actions, rewards = real_segments(store, length=50, count=8, burn_in=4)
@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,23 @@ class OpenLoop:
     model following the real segment, as the real env does)."""
     termination_logits: torch.Tensor
     """``(B, H)`` logits that each imagined step ends the episode."""
+    start_latents: torch.Tensor | None = None
+    """``(B, ...)`` the real latent the imagining started from (the burn-in's last), which
+    the first imagined step changes; None where it was not kept."""
+
+
+def changed_cells(real_latents: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, H, ...)`` whether each entry of the real latents differs from the step before:
+    what moved (the ball, the players), against the still background. The first step is
+    compared with ``start`` (the latent before it), or counted unchanged without one.
+
+    Example:
+        >>> real = torch.tensor([[[0, 0], [1, 0], [1, 0]]])  # entry 0 changes at step 2
+        >>> changed_cells(real, start=torch.tensor([[5, 0]]))[0].tolist()
+        [[True, False], [True, False], [False, False]]
+    """
+    before = real_latents[:, :1] if start is None else start.unsqueeze(1)
+    return real_latents != torch.cat([before, real_latents[:, :-1]], 1)
 
 
 def real_segments(
@@ -68,6 +86,28 @@ def real_segments(
     which = sampler.rng.choice(len(usable), size=count)
     starts = np.array([sampler.rng.integers(0, len(usable[i]) - steps + 1) for i in which])
     return sampler.window(which, starts)
+
+
+def changed_accuracy(
+    latents: torch.Tensor, real_latents: torch.Tensor, start: torch.Tensor | None = None
+) -> float:
+    """Accuracy of imagined discrete latents ``(B, H, ...)`` on the entries whose real value
+    differs from the step before (:func:`changed_cells`; the first step
+    against ``start``, the real latent the imagining began from, where given): the ball and
+    the players, not the still background that makes plain accuracy high on any game. NaN
+    for float latents, or where nothing changes.
+
+    Example:
+        >>> real = torch.tensor([[[0, 0], [1, 0], [2, 0]]])  # entry 0 changes twice
+        >>> changed_accuracy(torch.tensor([[[0, 0], [1, 0], [0, 0]]]), real)
+        0.5
+    """
+    if latents.dtype.is_floating_point:
+        return math.nan
+    changed = changed_cells(real_latents, start)
+    if not bool(changed.any()):
+        return math.nan
+    return float((latents == real_latents)[changed].float().mean())
 
 
 @torch.inference_mode()
@@ -98,6 +138,7 @@ def open_loop(
     embeddings = model.encode(frames.flatten(0, 1))
     embeddings = embeddings.view(b, t1, *embeddings.shape[1:])
     latent, state = model.initial_state(embeddings[:, :burn_in], actions[:, : burn_in - 1])
+    start = latent.clone()
     real_latent, real_state = latent.clone(), tuple(s.clone() for s in state)
     rng = BatchRandom(b, model.device)
     rng.set_keys(torch.arange(b), [key_from_seed(seed + i) for i in range(b)])
@@ -117,6 +158,7 @@ def open_loop(
         reward_logits=torch.stack(rewards, 1),
         real_latents=torch.stack(real_latents, 1),
         termination_logits=torch.stack(terminations, 1),
+        start_latents=start,
     )
 
 
@@ -131,8 +173,9 @@ def inspect_checkpoint(
     seed: int = 0,
     out: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Per imagined step ``k`` in 1..``horizon``: ``latent_acc``, ``reward_acc``,
-    ``frame_mae`` (imagined vs real newest frame, in [0, 1]) and ``recon_mae`` (decoded real
+    """Per imagined step ``k`` in 1..``horizon``: ``latent_acc``, ``changed_acc`` (the
+    latent accuracy on the entries whose real value changed at that step, NaN where none
+    did or for float latents: :func:`changed_cells`), ``reward_acc``, ``frame_mae`` (imagined vs real newest frame, in [0, 1]) and ``recon_mae`` (decoded real
     latent vs real frame). Writes ``OUT/inspect.csv`` and ``OUT/inspect.png`` if ``out``."""
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.model
@@ -156,6 +199,11 @@ def inspect_checkpoint(
                 "latent_acc": float((pred.latents[:, k] == real_next[:, k]).float().mean())
                 if integer
                 else float("nan"),
+                "changed_acc": changed_accuracy(
+                    pred.latents[:, k : k + 1],
+                    real_next[:, k : k + 1],
+                    pred.start_latents if k == 0 else real_next[:, k - 1],
+                ),
                 "reward_acc": float(
                     (pred.reward_logits[:, k].argmax(-1) == reward_class[:, k]).float().mean()
                 ),
@@ -179,7 +227,8 @@ def inspect_checkpoint(
 
 
 def plot_quality(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Three panels against the horizon: latent accuracy, reward accuracy, frame error."""
+    """Three panels against the horizon: latent accuracy (all cells and those that
+    change), reward accuracy, frame error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,8 +236,10 @@ def plot_quality(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
 
     h = np.array([r["horizon"] for r in rows])
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    axes[0].plot(h, [r["latent_acc"] for r in rows])
+    axes[0].plot(h, [r["latent_acc"] for r in rows], label="all cells")
+    axes[0].plot(h, [r["changed_acc"] for r in rows], ls="--", label="cells that change")
     axes[0].set_ylabel("latent index accuracy")
+    axes[0].legend(fontsize=8)
     axes[1].plot(h, [r["reward_acc"] for r in rows], color="C1")
     axes[1].set_ylabel("reward accuracy")
     axes[2].plot(h, [r["frame_mae"] for r in rows], color="C2", label="imagined frame")

@@ -328,12 +328,19 @@ def test_inspect_rows_and_files(checkpoint_dir: Path, store_dir: Path, tmp_path:
     assert [r["horizon"] for r in rows] == [1, 2, 3, 4, 5]
     for row in rows:
         assert 0 <= row["latent_acc"] <= 1 and 0 <= row["reward_acc"] <= 1
+        assert math.isnan(row["changed_acc"]) or 0 <= row["changed_acc"] <= 1
         assert 0 <= row["recon_mae"] <= 1 and 0 <= row["frame_mae"] <= 1
     assert (tmp_path / "inspect" / "inspect.png").is_file()
-    assert (tmp_path / "inspect" / "inspect.csv").read_text().startswith("horizon,latent_acc")
+    assert (
+        (tmp_path / "inspect" / "inspect.csv")
+        .read_text()
+        .startswith("horizon,latent_acc,changed_acc,reward_acc")
+    )
 
 
-def test_cli_video_and_inspect(checkpoint_dir: Path, store_dir: Path, tmp_path: Path) -> None:
+def test_cli_video_and_inspect(
+    checkpoint_dir: Path, store_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert (
         main(
             [
@@ -368,6 +375,7 @@ def test_cli_video_and_inspect(checkpoint_dir: Path, store_dir: Path, tmp_path: 
         == 0
     )
     assert (tmp_path / "v.gif").is_file() and (tmp_path / "i" / "inspect.csv").is_file()
+    assert "| horizon | latent acc | changed-cell acc | reward acc |" in capsys.readouterr().out
 
 
 def test_keys_map_to_the_games_actions() -> None:

@@ -15,11 +15,17 @@ from dreamenv.checkpoint import load_checkpoint
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.options import DreamOptions
 from dreamenv.evaluate import EpisodeStats, random_policy
-from dreamenv.inspection import OpenLoop, open_loop, real_segments
+from dreamenv.inspection import (
+    OpenLoop,
+    changed_accuracy,
+    changed_cells,
+    open_loop,
+    real_segments,
+)
 from dreamenv.train.policy_change import action_probabilities, policy_change
 from dreamenv.train.reality_gap import (
     OPEN_LOOP_KEYS,
-    changed_accuracy,
+    concat_open_loops,
     model_scores,
     open_loop_scores,
     real_window_return,
@@ -66,7 +72,14 @@ def test_a_perfect_predictor_scores_one() -> None:
     rewards = np.array([[0.0, 3.0, 0.0], [-1.0, 0.0, 0.0]])
     terminated = np.array([[False, False, False], [False, False, True]])
     scores = open_loop_scores(
-        perfect(rewards, terminated, torch.randint(0, 5, (2, 3, 4))), rewards, terminated, VALUES
+        perfect(
+            rewards,
+            terminated,
+            torch.randint(0, 5, (2, 3, 4), generator=torch.Generator().manual_seed(0)),
+        ),
+        rewards,
+        terminated,
+        VALUES,
     )
     assert set(scores) == set(OPEN_LOOP_KEYS)
     for key in (
@@ -112,6 +125,34 @@ def test_changed_accuracy_is_nan_where_it_cannot_be_scored() -> None:
     assert math.isnan(changed_accuracy(torch.zeros(1, 3, 4), torch.ones(1, 3, 4)))  # float
 
 
+def test_changed_cells_mark_what_differs_from_the_step_before() -> None:
+    real = torch.tensor([[[0, 0], [1, 0], [1, 2]]])
+    assert changed_cells(real)[0].tolist() == [[False, False], [True, False], [False, True]]
+    start = torch.tensor([[0, 7]])
+    assert changed_cells(real, start)[0, 0].tolist() == [False, True]
+
+
+def test_changed_accuracy_scores_the_first_step_against_the_start() -> None:
+    real = torch.tensor([[[1, 0], [1, 0]]])  # entry 0 changed from the start at step 1 only
+    imagined = torch.tensor([[[1, 0], [0, 0]]])
+    assert math.isnan(changed_accuracy(imagined, real))  # without a start: nothing changes
+    assert changed_accuracy(imagined, real, start=torch.tensor([[0, 0]])) == 1.0
+    assert changed_accuracy(real.roll(1, -1), real, start=torch.tensor([[0, 0]])) == 0.0
+
+
+def test_concatenated_open_loops_keep_their_starts() -> None:
+    parts = [
+        perfect(np.zeros((n, 2)), np.zeros((n, 2), dtype=bool), torch.zeros(n, 2, 3))
+        for n in (1, 2)
+    ]
+    assert concat_open_loops(parts).start_latents is None
+    for i, part in enumerate(parts):
+        part.start_latents = torch.full((len(part.latents), 3), float(i))
+    joined = concat_open_loops(parts)
+    assert joined.start_latents is not None
+    assert joined.start_latents[:, 0].tolist() == [0.0, 1.0, 1.0]
+
+
 def test_a_wrong_sign_is_a_miss_and_a_false_claim() -> None:
     rewards, terminated = np.array([[1.0, 0.0]]), np.zeros((1, 2), dtype=bool)
     pred = perfect(-rewards, terminated, torch.zeros(1, 2, 1, dtype=torch.long))
@@ -155,6 +196,11 @@ def test_open_loop_imagines_termination_logits(checkpoint_dir: Path, store_dir: 
     pred = open_loop(ckpt.model, torch.as_tensor(seg["frames"]), torch.as_tensor(seg["actions"]), 2)
     assert pred.termination_logits.shape == (2, 5)
     assert pred.reward_logits.shape[:2] == (2, 5)
+    frames = torch.as_tensor(seg["frames"][:, :2])
+    embeddings = ckpt.model.encode(frames.flatten(0, 1)).unflatten(0, (2, 2))
+    start, _ = ckpt.model.initial_state(embeddings, torch.as_tensor(seg["actions"][:, :1]))
+    assert pred.start_latents is not None
+    assert torch.equal(pred.start_latents, start)  # the burn-in's real latent
 
 
 def test_reality_gap_of_a_tiny_model(checkpoint_dir: Path, store_dir: Path) -> None:

@@ -34,7 +34,7 @@ from dreamenv.envs.options import DreamOptions
 from dreamenv.envs.vector import DreamVectorEnv
 from dreamenv.errors import ConfigError, DatasetError
 from dreamenv.evaluate import EpisodeStats, PolicyLike, as_actor, play
-from dreamenv.inspection import OpenLoop, open_loop, real_segments
+from dreamenv.inspection import OpenLoop, changed_accuracy, open_loop, real_segments
 
 OPEN_LOOP_KEYS = (
     "open_latent_acc",
@@ -105,25 +105,6 @@ def sampled_sign_precision_recall(sign_probs: np.ndarray, real: np.ndarray) -> t
     return precision, recall
 
 
-def changed_accuracy(latents: torch.Tensor, real_latents: torch.Tensor) -> float:
-    """Accuracy of imagined discrete latents ``(B, H, ...)`` on the entries whose real value
-    differs from the real one a step before (from the second step on): the ball and the
-    players, not the still background that makes plain accuracy high on any game. NaN for
-    float latents, or where nothing changes.
-
-    Example:
-        >>> real = torch.tensor([[[0, 0], [1, 0], [2, 0]]])  # entry 0 changes twice
-        >>> changed_accuracy(torch.tensor([[[0, 0], [1, 0], [0, 0]]]), real)
-        0.5
-    """
-    if latents.dtype.is_floating_point or latents.shape[1] < 2:
-        return math.nan
-    changed = real_latents[:, 1:] != real_latents[:, :-1]
-    if not bool(changed.any()):
-        return math.nan
-    return float((latents[:, 1:] == real_latents[:, 1:])[changed].float().mean())
-
-
 def open_loop_scores(
     pred: OpenLoop, rewards: np.ndarray, terminated: np.ndarray, reward_values: torch.Tensor
 ) -> dict[str, float]:
@@ -154,7 +135,7 @@ def open_loop_scores(
     )
     return {
         "open_latent_acc": float((diff == 0).float().mean()) if integer else math.nan,
-        "open_changed_acc": changed_accuracy(pred.latents, pred.real_latents),
+        "open_changed_acc": changed_accuracy(pred.latents, pred.real_latents, pred.start_latents),
         "open_latent_mse": math.nan if integer else float(diff.pow(2).mean()),
         "reward_precision": r_precision,
         "reward_recall": r_recall,
@@ -169,11 +150,13 @@ def open_loop_scores(
 
 def concat_open_loops(parts: list[OpenLoop]) -> OpenLoop:
     """The open loops of several batches of segments as one batch."""
+    starts = [p.start_latents for p in parts if p.start_latents is not None]
     return OpenLoop(
         latents=torch.cat([p.latents for p in parts]),
         reward_logits=torch.cat([p.reward_logits for p in parts]),
         real_latents=torch.cat([p.real_latents for p in parts]),
         termination_logits=torch.cat([p.termination_logits for p in parts]),
+        start_latents=torch.cat(starts) if len(starts) == len(parts) else None,
     )
 
 
