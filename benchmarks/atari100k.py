@@ -33,7 +33,13 @@ import numpy as np
 
 from dreamenv.atomic_files import null_as_nan, write_json
 from dreamenv.envs.atari import normalize_game
-from dreamenv.report import human_normalized, reference_scores, write_report
+from dreamenv.report import (
+    GAP_RETURN_KEYS,
+    MODEL_SCORE_KEYS,
+    human_normalized,
+    reference_scores,
+    write_report,
+)
 from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, read_results, train
 
 BENCH_REFERENCES = {
@@ -43,17 +49,7 @@ BENCH_REFERENCES = {
 }
 """Reference columns of the table (columns of the reference CSV) and their headings."""
 
-GAP_COLUMNS = (
-    "dream_return",
-    "real_window_return",
-    "gap",
-    "open_latent_acc",
-    "open_changed_acc",
-    "reward_precision",
-    "reward_recall",
-    "reward_recall_sampled",
-    "termination_recall",
-)
+GAP_COLUMNS = (*GAP_RETURN_KEYS, "gap", *MODEL_SCORE_KEYS)
 """The reality-gap keys of a run's last iteration tabled per game (mean over seeds)."""
 
 
