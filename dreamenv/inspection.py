@@ -92,10 +92,10 @@ def changed_accuracy(
     latents: torch.Tensor, real_latents: torch.Tensor, start: torch.Tensor | None = None
 ) -> float:
     """Accuracy of imagined discrete latents ``(B, H, ...)`` on the entries whose real value
-    differs from the step before (:func:`changed_cells`; the first step
-    against ``start``, the real latent the imagining began from, where given): the ball and
-    the players, not the still background that makes plain accuracy high on any game. NaN
-    for float latents, or where nothing changes.
+    differs from the step before (:func:`changed_cells`; the first step against ``start``,
+    the real latent the imagining began from, where given): the ball and the players, not
+    the still background that makes plain accuracy high on any game. NaN for float
+    latents, or where nothing changes.
 
     Example:
         >>> real = torch.tensor([[[0, 0], [1, 0], [2, 0]]])  # entry 0 changes twice
@@ -175,8 +175,9 @@ def inspect_checkpoint(
 ) -> list[dict[str, Any]]:
     """Per imagined step ``k`` in 1..``horizon``: ``latent_acc``, ``changed_acc`` (the
     latent accuracy on the entries whose real value changed at that step, NaN where none
-    did or for float latents: :func:`changed_cells`), ``reward_acc``, ``frame_mae`` (imagined vs real newest frame, in [0, 1]) and ``recon_mae`` (decoded real
-    latent vs real frame). Writes ``OUT/inspect.csv`` and ``OUT/inspect.png`` if ``out``."""
+    did or for float latents: :func:`changed_accuracy`), ``reward_acc``, ``frame_mae``
+    (imagined vs real newest frame, in [0, 1]) and ``recon_mae`` (decoded real latent vs
+    real frame). Writes ``OUT/inspect.csv`` and ``OUT/inspect.png`` if ``out``."""
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.model
     data = EpisodeStore.open(store)
