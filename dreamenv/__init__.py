@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 register_envs()
 
 from dreamenv.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from dreamenv.data import EpisodeStore, collect  # noqa: E402
+from dreamenv.data import Collector, EpisodeStore, collect  # noqa: E402
 from dreamenv.envs import (  # noqa: E402
     AtariSpec,
     DreamEnv,
@@ -36,6 +36,7 @@ __all__ = [
     "AtariSpec",
     "Checkpoint",
     "CheckpointError",
+    "Collector",
     "ConfigError",
     "DatasetError",
     "DreamEnv",

@@ -374,6 +374,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             ("initial_steps", args.initial_steps),
             ("random_hold", args.random_hold),
             ("steps_per_iteration", args.steps_per_iteration),
+            ("continue_games", args.continue_games),
             ("temperature", args.temperature),
             ("screen_size", args.screen_size),
             ("use_termination", {"on": True, "off": False, None: None}[args.dream_termination]),
@@ -734,6 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
         "preset's; 1 = a fresh action every step, the paper's)",
     )
     p.add_argument("--steps-per-iteration", type=int)
+    p.add_argument(
+        "--continue-games",
+        action="store_true",
+        default=None,
+        help="let each collection's games go on in the next iteration instead of starting "
+        "new ones (default: the preset's)",
+    )
     p.add_argument("--temperature", type=float)
     p.add_argument("--screen-size", type=int, help="frame side (default: the preset's)")
     p.add_argument(

@@ -261,7 +261,7 @@ def test_dream_options_come_whole_with_dreamoptions_defaults(
     assert seen[2]["policy_kwargs"] == {"net_arch": [8]}
 
 
-def test_train_passes_tensorboard_reset_share_and_random_hold(
+def test_train_passes_tensorboard_reset_share_random_hold_and_continue_games(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dreamenv.train.loop
@@ -279,6 +279,8 @@ def test_train_passes_tensorboard_reset_share_and_random_hold(
     paper_draws = ["--preset", "cpu100k", "--random-hold", "1"]
     assert main(["train", "pong", "--run-dir", str(tmp_path / "d"), *paper_draws]) == 0
     assert seen[3]["config"].random_hold == 1.0  # the preset holds 16; the flag undoes it
+    assert main(["train", "pong", "--run-dir", str(tmp_path / "e"), "--continue-games"]) == 0
+    assert not seen[0]["config"].continue_games and seen[4]["config"].continue_games
 
 
 def _killed_dream(checkpoint: Path, out: Path, kill) -> int:

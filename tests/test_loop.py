@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from dreamenv import AtariSpec, ConfigError, DatasetError, FitConfig
+from dreamenv import AtariSpec, ConfigError, DatasetError, EpisodeStore, FitConfig
 from dreamenv.cli import main
-from dreamenv.data.collect import HeldRandomPolicy
+from dreamenv.data.collect import Collector, HeldRandomPolicy
 from dreamenv.report import human_normalized, reference_scores, write_report
 from dreamenv.train.loop import LOOP_PRESETS, LoopConfig, check_resume, read_results, train
 
@@ -73,6 +73,20 @@ def test_a_run_records_every_iteration(run_dir: Path) -> None:
     assert store_steps >= 2
     state = json.loads((run_dir / "model" / "trainer_state.json").read_text())
     assert state["progress"]["epoch"] == 2  # one world-model epoch per iteration
+
+
+@pytest.mark.parametrize("go_on", [True, False])
+def test_continue_games_plays_the_cut_games_on_in_the_next_iteration(
+    tmp_path: Path, go_on: bool
+) -> None:
+    # 100 of each game's 150 steps in the first collection, 50 more in the second
+    config = dataclasses.replace(TINY_LOOP, initial_steps=200, continue_games=go_on)
+    train("pong", tmp_path / "run", config, spec=SPEC, progress=False)
+    episodes = EpisodeStore.open(tmp_path / "run" / "data").episodes()
+    assert [len(e) for e in episodes] == [100, 100, 50, 50]
+    assert [e.continued for e in episodes] == [False, False, go_on, go_on]
+    for cut, rest in zip(episodes[:2], episodes[2:], strict=True):
+        assert (rest.frames[0] == cut.frames[-1]).all() == go_on  # the same game, or a new one
 
 
 def test_a_finished_run_does_nothing_more(run_dir: Path) -> None:
@@ -230,11 +244,11 @@ def test_without_a_spec_the_config_sets_the_screen_size(
 ) -> None:
     seen: dict[str, AtariSpec] = {}
 
-    def stop_at_collect(out: Path, spec: AtariSpec, *args: object, **kwargs: object) -> None:
-        seen["spec"] = spec
+    def stop_at_collect(games: Collector, *args: object, **kwargs: object) -> None:
+        seen["spec"] = games.spec
         raise RuntimeError("stopped before collecting")
 
-    monkeypatch.setattr("dreamenv.train.loop.collect", stop_at_collect)
+    monkeypatch.setattr(Collector, "collect", stop_at_collect)
     config = dataclasses.replace(TINY_LOOP, screen_size=64)
     with pytest.raises(RuntimeError, match="stopped before collecting"):
         train("pong", tmp_path / "run", config, progress=False)
@@ -423,7 +437,7 @@ def test_the_first_collection_holds_random_actions_as_asked(
         seen["policy"] = policy
         raise RuntimeError("stopped before collecting")
 
-    monkeypatch.setattr("dreamenv.train.loop.collect", stop_at_collect)
+    monkeypatch.setattr(Collector, "collect", stop_at_collect)
     config = dataclasses.replace(TINY_LOOP, random_hold=hold)
     with pytest.raises(RuntimeError, match="stopped before collecting"):
         train("pong", tmp_path / "run", config, spec=SPEC, progress=False)

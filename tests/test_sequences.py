@@ -88,6 +88,22 @@ def test_start_bank_keeps_each_episode_start_after_the_random_starts() -> None:
     assert (few.size, few.resets) == (4, 2)  # at most `size` episode starts
 
 
+def test_start_bank_takes_no_reset_entry_from_a_continued_episode() -> None:
+    eps = [episode(30, seed=i) for i in range(3)]
+    eps[1] = dataclasses.replace(eps[1], continued=True)  # begins mid-game
+    bank = build_start_bank(eps, size=5, context=4, stack=3, seed=0)
+    assert (bank.size, bank.resets) == (7, 2)
+    for k, ep in zip((5, 6), (eps[0], eps[2]), strict=True):
+        np.testing.assert_array_equal(
+            bank.observations(4)[k], stack_frames(ep.frames, np.arange(4), 3)
+        )
+    only_continued = [dataclasses.replace(e, continued=True) for e in eps]
+    bank = build_start_bank(only_continued, size=5, context=4, stack=3, seed=0)
+    assert bank.resets == 0
+    with pytest.raises(ConfigError, match="reset_share"):
+        bank.require_resets(0.5)
+
+
 def test_pick_draws_reset_entries_by_their_share() -> None:
     eps = [episode(30, seed=i) for i in range(4)]
     bank = build_start_bank(eps, size=10, context=4, stack=3, seed=0)

@@ -78,6 +78,43 @@ def test_collect_again_continues_and_keeps_old_chunks(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a.frames, b.frames)
 
 
+def test_collections_of_one_collector_go_on_with_its_games(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    long_games = AtariSpec("pong", max_episode_frames=400)  # 100 agent steps
+    with dreamenv.Collector(long_games, num_envs=2) as games:
+        games.collect(out, 30, seed=3, progress=False)
+        first = EpisodeStore.open(out).episodes()
+        games.collect(out, 90, seed=4, progress=False)
+    episodes = EpisodeStore.open(out).episodes()
+    assert [len(e) for e in first] == [15, 15] and not any(e.continued for e in first)
+    assert all(e.truncated[-1] and not e.terminated[-1] for e in first)
+    later = episodes[2:]
+    assert [len(e) for e in later] == [30, 30] and all(e.continued for e in later)
+    for cut, rest in zip(first, later, strict=True):  # each game goes on where it was cut
+        np.testing.assert_array_equal(rest.frames[0], cut.frames[-1])
+    with dreamenv.Collector(long_games, num_envs=2) as games:  # a new collector: new games
+        games.collect(out, 120, seed=5, progress=False)
+    assert not any(e.continued for e in EpisodeStore.open(out).episodes()[4:])
+
+
+def test_a_game_that_ends_with_the_budget_goes_on_as_a_new_game(tmp_path: Path) -> None:
+    with dreamenv.Collector(SHORT, num_envs=1) as games:  # SHORT games: 40 steps each
+        games.collect(tmp_path / "s", 40, progress=False)
+        games.collect(tmp_path / "s", 60, progress=False)
+    episodes = EpisodeStore.open(tmp_path / "s").episodes()
+    assert [len(e) for e in episodes] == [40, 20] and episodes[0].truncated[-1]
+    assert not episodes[1].continued  # its first frame is a reset frame
+
+
+def test_collect_starts_new_games_every_call(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    for steps in (30, 60):
+        dreamenv.collect(
+            out, AtariSpec("pong", max_episode_frames=400), steps, num_envs=2, progress=False
+        )
+    assert not any(e.continued for e in EpisodeStore.open(out).episodes())
+
+
 def test_collect_with_enough_steps_does_nothing(store_dir: Path, tmp_path: Path) -> None:
     out = _copy(store_dir, tmp_path)
     before = sorted(p.name for p in out.iterdir())
@@ -241,7 +278,9 @@ def test_collect_marks_lost_lives(tmp_path: Path) -> None:
             assert int(e.life_lost.sum()) == 4  # type: ignore[union-attr]  # 5 lives
 
 
-def test_chunks_of_earlier_versions_read_without_lost_lives(tmp_path: Path) -> None:
+def test_chunks_of_earlier_versions_read_without_lost_lives_or_continuations(
+    tmp_path: Path,
+) -> None:
     store = EpisodeStore.open_or_create(tmp_path / "s", AtariSpec("pong"))
     frames = np.zeros((3, 96, 96), np.uint8)
     np.savez_compressed(  # a chunk as earlier versions wrote it
@@ -255,6 +294,7 @@ def test_chunks_of_earlier_versions_read_without_lost_lives(tmp_path: Path) -> N
     )
     (ep,) = store.episodes()
     assert ep.life_lost.tolist() == [False, False]  # type: ignore[union-attr]
+    assert not ep.continued
 
 
 def test_episodes_after_some_steps_are_those_ending_later(store_dir: Path) -> None:

@@ -96,17 +96,25 @@ class HeldRandomPolicy(RandomPolicy):
 class _EpisodeBuilder:
     """The in-progress episode of one env."""
 
-    def __init__(self, first_frame: np.ndarray) -> None:
+    def __init__(self, first_frame: np.ndarray, continued: bool = False) -> None:
         self.frames = [first_frame.copy()]
         self.actions: list[Any] = []
         self.rewards: list[float] = []
         self.life_lost: list[bool] = []
+        self.continued = continued
 
     def add(self, action: Any, reward: float, frame: np.ndarray, life_lost: bool) -> None:
         self.actions.append(np.array(action, copy=True))
         self.rewards.append(float(reward))
         self.frames.append(frame.copy())
         self.life_lost.append(bool(life_lost))
+
+    def drop_last(self) -> None:
+        """Forget the newest step (a collection's budget ended before it)."""
+        self.actions.pop()
+        self.rewards.pop()
+        self.frames.pop()
+        self.life_lost.pop()
 
     def finish(self, terminated: bool, truncated: bool, action_dtype: Any = np.int64) -> Episode:
         n = len(self.actions)
@@ -120,6 +128,7 @@ class _EpisodeBuilder:
             term,
             trunc,
             np.array(self.life_lost, bool),
+            continued=self.continued,
         )
 
 
@@ -127,6 +136,135 @@ def _lives(info: dict, num_envs: int) -> np.ndarray:
     """The lives left in each env (zeros for a game or env that reports none)."""
     lives = info.get("lives")
     return np.zeros(num_envs, np.int64) if lives is None else np.asarray(lives, np.int64)
+
+
+def _check_positive(**values: object) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive int, got {value!r}.")
+
+
+class Collector:
+    """``num_envs`` real games of ``spec`` that go on from one collection to the next.
+
+    Each :meth:`collect` tops a store up with any policy. The games a collection's budget
+    cuts are stored as truncated episodes and go on in the next collection, whose episodes
+    of them are :attr:`~dreamenv.data.store.Episode.continued`: so a loop that collects a
+    few hundred steps per game at a time still sees whole games (the iterative loop's
+    ``LoopConfig.continue_games``). The games live in this object only: a new collector
+    (after a restart, say) starts new games. :func:`collect` is one collection with new
+    games.
+
+    Example:
+        >>> with Collector(AtariSpec("seaquest"), num_envs=16) as games:
+        ...     games.collect("runs/sq/data", 12_800, seed=1)
+        ...     games.collect("runs/sq/data", 19_200, policy=agent_policy, seed=2)
+    """
+
+    def __init__(self, spec: AtariSpec, num_envs: int = 8) -> None:
+        _check_positive(num_envs=num_envs)
+        self.spec = spec
+        self.num_envs = num_envs
+        self._env: Any = None
+        self._frames: np.ndarray = np.empty(0)
+        self._lives: np.ndarray = np.empty(0)
+        self._builders: list[_EpisodeBuilder] = []
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the real envs (the games end)."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    def collect(
+        self,
+        out: str | Path,
+        steps: int,
+        *,
+        policy: Policy | None = None,
+        seed: int = 0,
+        chunk_steps: int = 4096,
+        progress: bool = True,
+    ) -> EpisodeStore:
+        """Fill the store at ``out`` up to ``steps`` agent steps, going on with the games
+        of the previous call (new games, seeded from ``seed``, in the first); the arguments
+        as :func:`collect`'s."""
+        _check_positive(steps=steps, chunk_steps=chunk_steps)
+        spec, num_envs = self.spec, self.num_envs
+        store = EpisodeStore.open_or_create(out, spec)
+        remaining = steps - store.num_steps
+        if remaining <= 0:
+            return store
+        action_dtype = spec.action_spec.dtype
+        policy = policy or RandomPolicy(spec.action_spec)
+        rng = np.random.default_rng([seed, len(store.chunk_paths)])
+        if self._env is None:
+            self._env = make_source_vector(spec, num_envs, autoreset_mode="SameStep")
+            obs, info = self._env.reset(seed=int(rng.integers(2**31 - num_envs)))
+            self._lives = _lives(info, num_envs)
+            self._frames = obs[:, 0]
+            self._builders = [_EpisodeBuilder(f) for f in self._frames]
+        env, builders = self._env, self._builders
+        from dreamenv.envs.real import observations_for  # the envs import the data modules
+
+        observations = observations_for(policy, num_envs, spec)
+        observations.start(self._frames)
+        pending: list[Episode] = []
+        taken = 0
+        bar = tqdm(total=remaining, desc=f"collect {spec.game}", unit="step", disable=not progress)
+        try:
+            while taken < remaining:
+                actions = policy(observations.observe(), rng)
+                obs, rewards, terminated, truncated, info = env.step(actions)
+                done = terminated | truncated
+                new_lives = _lives(info, num_envs)
+                life_lost = (new_lives < self._lives) & ~done  # at an episode's end, lives restart
+                self._lives = new_lives
+                self._frames = obs[:, 0]
+                last_frames = self._frames.copy()
+                if done.any():
+                    last_frames[done] = info["final_obs"][done, 0]
+                for i in range(num_envs):
+                    builders[i].add(actions[i], rewards[i], last_frames[i], life_lost[i])
+                    if done[i]:
+                        pending.append(
+                            builders[i].finish(
+                                bool(terminated[i]), bool(truncated[i]), action_dtype
+                            )
+                        )
+                        builders[i] = _EpisodeBuilder(self._frames[i])
+                observations.advance(last_frames, actions)
+                if done.any():
+                    observations.start(self._frames, done)
+                taken += num_envs
+                bar.update(num_envs)
+                if sum(len(e) for e in pending) >= chunk_steps:
+                    store.append(pending)
+                    pending = []
+            # the budget is spent: keep the in-progress episodes, marked as cut; their games
+            # go on from the current frame in the next call
+            excess = taken - remaining
+            for i, b in enumerate(builders):
+                if excess > 0 and len(b.actions) > 1:
+                    b.drop_last()
+                    excess -= 1
+                if b.actions:
+                    pending.append(b.finish(False, True, action_dtype))
+                    builders[i] = _EpisodeBuilder(self._frames[i], continued=True)
+            if pending:
+                store.append(pending)
+        except BaseException:
+            self.close()  # the games' state is lost with the episodes in progress
+            raise
+        finally:
+            bar.close()
+        return store
 
 
 def collect(
@@ -155,69 +293,8 @@ def collect(
     Returns:
         The store, holding at least ``steps`` steps.
     """
-    for name, value in (("steps", steps), ("num_envs", num_envs), ("chunk_steps", chunk_steps)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive int, got {value!r}.")
-    store = EpisodeStore.open_or_create(out, spec)
-    remaining = steps - store.num_steps
-    if remaining <= 0:
-        return store
-    env = make_source_vector(spec, num_envs, autoreset_mode="SameStep")
-    action_dtype = spec.action_spec.dtype
-    policy = policy or RandomPolicy(spec.action_spec)
-    rng = np.random.default_rng([seed, len(store.chunk_paths)])
-    obs, info = env.reset(seed=int(rng.integers(2**31 - num_envs)))
-    lives = _lives(info, num_envs)
-    frames = obs[:, 0]
-    from dreamenv.envs.real import observations_for  # the envs import the data modules
-
-    observations = observations_for(policy, num_envs, spec)
-    observations.start(frames)
-    builders = [_EpisodeBuilder(f) for f in frames]
-    pending: list[Episode] = []
-    taken = 0
-    bar = tqdm(total=remaining, desc=f"collect {spec.game}", unit="step", disable=not progress)
-    try:
-        while taken < remaining:
-            actions = policy(observations.observe(), rng)
-            obs, rewards, terminated, truncated, info = env.step(actions)
-            done = terminated | truncated
-            new_lives = _lives(info, num_envs)
-            life_lost = (new_lives < lives) & ~done  # at an episode's end, lives restart
-            lives = new_lives
-            new_frames = obs[:, 0]
-            last_frames = new_frames.copy()
-            if done.any():
-                last_frames[done] = info["final_obs"][done, 0]
-            for i in range(num_envs):
-                builders[i].add(actions[i], rewards[i], last_frames[i], life_lost[i])
-                if done[i]:
-                    pending.append(
-                        builders[i].finish(bool(terminated[i]), bool(truncated[i]), action_dtype)
-                    )
-                    builders[i] = _EpisodeBuilder(new_frames[i])
-            observations.advance(last_frames, actions)
-            if done.any():
-                observations.start(new_frames, done)
-            taken += num_envs
-            bar.update(num_envs)
-            if sum(len(e) for e in pending) >= chunk_steps:
-                store.append(pending)
-                pending = []
-        # the budget is spent: keep the in-progress episodes, marked as cut
-        excess = taken - remaining
-        for b in builders:
-            if excess > 0 and len(b.actions) > 1:
-                b.actions.pop()
-                b.rewards.pop()
-                b.frames.pop()
-                b.life_lost.pop()
-                excess -= 1
-            if b.actions:
-                pending.append(b.finish(False, True, action_dtype))
-        if pending:
-            store.append(pending)
-    finally:
-        bar.close()
-        env.close()
-    return store
+    _check_positive(steps=steps, num_envs=num_envs, chunk_steps=chunk_steps)
+    with Collector(spec, num_envs) as games:
+        return games.collect(
+            out, steps, policy=policy, seed=seed, chunk_steps=chunk_steps, progress=progress
+        )

@@ -198,8 +198,8 @@ def build_start_bank(
     episodes: list[Episode], size: int, context: int, stack: int, seed: int = 0
 ) -> StartBank:
     """``size`` random starts (with ``context`` observations of history) from ``episodes``,
-    then the start of each episode (at most ``size`` of them, drawn at random), as the
-    :attr:`StartBank.resets` entries."""
+    then the start of each episode that begins at a reset (not :attr:`Episode.continued`;
+    at most ``size`` of them, drawn at random), as the :attr:`StartBank.resets` entries."""
     usable = [e for e in episodes if len(e) >= context]
     if not usable:
         raise DatasetError(
@@ -217,9 +217,9 @@ def build_start_bank(
         pos = np.clip(np.arange(first - stack + 1, t + 1), 0, None)
         frames.append(ep.frames[pos])
         actions.append(ep.actions[first:t])
-    firsts = np.arange(len(usable))
+    firsts = np.array([i for i, e in enumerate(usable) if not e.continued], dtype=np.int64)
     if len(firsts) > size:
-        firsts = np.sort(np.random.default_rng([seed, 1]).choice(len(usable), size, replace=False))
+        firsts = np.sort(np.random.default_rng([seed, 1]).choice(firsts, size, replace=False))
     pos = np.clip(np.arange(1 - stack, context), 0, None)  # an episode's first context
     for i in firsts:
         frames.append(usable[i].frames[pos])

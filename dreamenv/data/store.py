@@ -4,7 +4,7 @@ Layout of a store directory::
 
     store.json            format, version, the env spec, the env's action meanings
     chunk-000000.npz      episodes: frames (uint8), actions, rewards, terminated, truncated,
-                          life_lost (absent from chunks of earlier versions)
+                          life_lost, continued (both absent from chunks of earlier versions)
     chunk-000001.npz      ...
 
 Each chunk is written atomically (:mod:`dreamenv.atomic_files`), so a collection killed at any
@@ -55,6 +55,10 @@ class Episode:
     """``(T,)`` bool; True at the steps after which the game had one life fewer and went on
     (ale-py's ``lives``); all False in stores collected before this was recorded, and for
     games without lives."""
+    continued: bool = False
+    """True when ``frames[0]`` is not a reset frame: the episode picks up a game that the
+    previous collection cut (:class:`~dreamenv.data.collect.Collector` with games that go
+    on), so it holds the rest of that game, or the next part of it."""
 
     def __post_init__(self) -> None:
         if self.life_lost is None:
@@ -136,8 +140,9 @@ class EpisodeStore:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in _KEYS}
-                if "life_lost" in data.files:  # absent from chunks written before it was kept
-                    arrays["life_lost"] = data["life_lost"]
+                for key in ("life_lost", "continued"):  # absent from earlier chunks
+                    if key in data.files:
+                        arrays[key] = data[key]
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
             raise DatasetError(
                 f"Chunk {path} of the episode store is unreadable ({err}). Delete that file "
@@ -177,6 +182,7 @@ class EpisodeStore:
             "truncated": np.concatenate([e.truncated for e in episodes]).astype(bool),
             "life_lost": np.concatenate([e.life_lost for e in episodes]).astype(bool),
             "lengths": np.array([len(e) for e in episodes], dtype=np.int64),
+            "continued": np.array([e.continued for e in episodes], dtype=bool),
         }
 
         def write(tmp: Path) -> None:
@@ -199,7 +205,8 @@ class EpisodeStore:
                 continue
             data = self._read_chunk(path)
             f0 = a0 = 0
-            for length in data["lengths"]:
+            continued = data.get("continued", np.zeros(len(data["lengths"]), bool))
+            for length, cont in zip(data["lengths"], continued, strict=True):
                 length = int(length)
                 done += length
                 if done > after_steps:
@@ -213,6 +220,7 @@ class EpisodeStore:
                             life_lost=data["life_lost"][a0 : a0 + length]
                             if "life_lost" in data
                             else None,
+                            continued=bool(cont),
                         )
                     )
                 f0 += length + 1

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from dreamenv.atomic_files import null_as_nan, write_atomic, write_json
-from dreamenv.data.collect import HeldRandomPolicy, Policy, check_hold, collect
+from dreamenv.data.collect import Collector, HeldRandomPolicy, Policy, check_hold
 from dreamenv.data.store import EpisodeStore
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.envs.options import check_obs_type, check_reset_share
@@ -75,6 +75,13 @@ class LoopConfig:
     """Sampling temperature of the policy while collecting."""
     collect_envs: int = 16
     """Real envs stepped together while collecting."""
+    continue_games: bool = False
+    """Let the collection's games go on from one iteration to the next
+    (:class:`~dreamenv.data.collect.Collector`): a game an iteration's collection cuts is
+    played on by the next policy, and stored as a continued episode. False: every collection
+    starts new games, so each holds only the first ``steps_per_iteration / collect_envs``
+    steps of its games (400 in ``cpu100k``: 27-100% of the six development games' stored
+    steps lie in games cut there, docs/results.md). A resumed run starts new games."""
     screen_size: int = 96
     """Side of the preprocessed frames (:class:`AtariSpec`): 96 (paper) or 64."""
     wm_epochs: tuple[int, ...] = PAPER_EPOCHS
@@ -412,120 +419,120 @@ def train(
     device = config.resolved_device()
     rows = read_results(run_dir)
     data, model = run_dir / "data", run_dir / "model"
-    for iteration in range(len(rows) + 1, config.iterations + 1):
-        start = time.monotonic()
-        steps = config.steps_after(iteration)
-        previous_agent = run_dir / f"agent-{iteration - 1}"
-        timer = PhaseTimer()
-        policy: Policy | None = None
-        if iteration > 1:
-            policy = AgentPolicy(previous_agent, model, config.temperature, device)
-        elif config.random_hold != 1:
-            policy = HeldRandomPolicy(spec.action_spec, config.random_hold)
-        collect(
-            data,
-            spec,
-            steps,
-            num_envs=config.collect_envs,
-            policy=policy,
-            seed=seed * 1000 + iteration,
-            progress=progress,
-        )
-        timer.mark("collect")
-        fit_config = dataclasses.replace(
-            config.fit,
-            epochs=config.epochs_until(iteration),
-            warmup_epochs=min(config.warmup_epochs, config.epochs_until(1)),
-            seed=seed,
-            device=device,
-            representation=config.trains_representation(iteration),
-        )
-        fit(
-            data,
-            model,
-            family=config.family,
-            preset=config.preset,
-            model_overrides=family_overrides(config) or None,
-            config=fit_config,
-            progress=progress,
-        )
-        timer.mark("fit")
-        agent = load_agent(previous_agent, device) if iteration > 1 else None
-        ppo = dict(config.ppo)
-        n_steps = int(ppo.get("n_steps", 50))
-        dream_options = DreamOptions(
-            horizon=config.horizon,
-            use_termination=config.use_termination,
-            reset_share=config.reset_share,
-            device=device,
-            precision=config.precision,
-            obs_type=config.obs_type,
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*mini-batch size.*")
-            agent = train_in_dream(
-                model,
-                config.rollouts_of(iteration) * config.dream_envs * n_steps,
-                options=dream_options,
-                num_envs=config.dream_envs,
-                seed=seed + iteration,
-                agent=agent,
-                progress=progress,
-                tensorboard_log=tensorboard_log,
-                **ppo,
+    games = Collector(spec, config.collect_envs)  # one set of games for the whole run
+    try:
+        for iteration in range(len(rows) + 1, config.iterations + 1):
+            start = time.monotonic()
+            steps = config.steps_after(iteration)
+            previous_agent = run_dir / f"agent-{iteration - 1}"
+            timer = PhaseTimer()
+            policy: Policy | None = None
+            if iteration > 1:
+                policy = AgentPolicy(previous_agent, model, config.temperature, device)
+            elif config.random_hold != 1:
+                policy = HeldRandomPolicy(spec.action_spec, config.random_hold)
+            if not config.continue_games:
+                games.close()  # new games for every collection
+            games.collect(
+                data, steps, policy=policy, seed=seed * 1000 + iteration, progress=progress
             )
-        save_agent(agent, run_dir / f"agent-{iteration}")
-        timer.mark("dream")
-        stats = play_episodes(
-            agent,
-            model,
-            episodes=config.eval_episodes,
-            num_envs=config.eval_envs,
-            seed=seed + 10_000 * iteration,
-            max_steps=config.eval_max_steps,
-            device=device,
-        )
-        timer.mark("evaluate")
-        trained_in = resolve_checkpoint(model, device, None)  # one load for the gap phase
-        gap = reality_gap(
-            trained_in,
-            agent,
-            EpisodeStore.open(data).episodes(after_steps=config.steps_after(iteration - 1)),
-            real=stats,
-            options=dream_options,
-            seed=seed + 20_000 * iteration,
-            life_loss=config.fit.life_loss,
-        )
-        change = unmeasured()
-        if iteration > 1:
-            change = policy_change(
+            timer.mark("collect")
+            fit_config = dataclasses.replace(
+                config.fit,
+                epochs=config.epochs_until(iteration),
+                warmup_epochs=min(config.warmup_epochs, config.epochs_until(1)),
+                seed=seed,
+                device=device,
+                representation=config.trains_representation(iteration),
+            )
+            fit(
+                data,
+                model,
+                family=config.family,
+                preset=config.preset,
+                model_overrides=family_overrides(config) or None,
+                config=fit_config,
+                progress=progress,
+            )
+            timer.mark("fit")
+            agent = load_agent(previous_agent, device) if iteration > 1 else None
+            ppo = dict(config.ppo)
+            n_steps = int(ppo.get("n_steps", 50))
+            dream_options = DreamOptions(
+                horizon=config.horizon,
+                use_termination=config.use_termination,
+                reset_share=config.reset_share,
+                device=device,
+                precision=config.precision,
+                obs_type=config.obs_type,
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*mini-batch size.*")
+                agent = train_in_dream(
+                    model,
+                    config.rollouts_of(iteration) * config.dream_envs * n_steps,
+                    options=dream_options,
+                    num_envs=config.dream_envs,
+                    seed=seed + iteration,
+                    agent=agent,
+                    progress=progress,
+                    tensorboard_log=tensorboard_log,
+                    **ppo,
+                )
+            save_agent(agent, run_dir / f"agent-{iteration}")
+            timer.mark("dream")
+            stats = play_episodes(
+                agent,
+                model,
+                episodes=config.eval_episodes,
+                num_envs=config.eval_envs,
+                seed=seed + 10_000 * iteration,
+                max_steps=config.eval_max_steps,
+                device=device,
+            )
+            timer.mark("evaluate")
+            trained_in = resolve_checkpoint(model, device, None)  # one load for the gap phase
+            gap = reality_gap(
                 trained_in,
                 agent,
-                load_agent(previous_agent, device),
+                EpisodeStore.open(data).episodes(after_steps=config.steps_after(iteration - 1)),
+                real=stats,
                 options=dream_options,
-                seed=seed + 30_000 * iteration,
+                seed=seed + 20_000 * iteration,
+                life_loss=config.fit.life_loss,
             )
-        timer.mark("gap")
-        returns = stats.returns
-        rows.append(
-            {
-                "iteration": iteration,
-                "real_steps": steps,
-                "mean_return": float(np.mean(returns)),
-                "std_return": float(np.std(returns, ddof=1)) if len(returns) > 1 else 0.0,
-                "episodes": len(returns),
-                "mean_length": float(np.mean(stats.lengths)),
-                "seconds": round(time.monotonic() - start, 1),
-                **timer.seconds,
-                **gap,
-                **change,
-                "returns": returns.tolist(),
-            }
-        )
-        _write_results(run_dir, rows)
-        if progress:
-            print(
-                f"iteration {iteration}/{config.iterations}: {steps} real steps, "
-                f"return {rows[-1]['mean_return']:.2f} ± {rows[-1]['std_return']:.2f}"
+            change = unmeasured()
+            if iteration > 1:
+                change = policy_change(
+                    trained_in,
+                    agent,
+                    load_agent(previous_agent, device),
+                    options=dream_options,
+                    seed=seed + 30_000 * iteration,
+                )
+            timer.mark("gap")
+            returns = stats.returns
+            rows.append(
+                {
+                    "iteration": iteration,
+                    "real_steps": steps,
+                    "mean_return": float(np.mean(returns)),
+                    "std_return": float(np.std(returns, ddof=1)) if len(returns) > 1 else 0.0,
+                    "episodes": len(returns),
+                    "mean_length": float(np.mean(stats.lengths)),
+                    "seconds": round(time.monotonic() - start, 1),
+                    **timer.seconds,
+                    **gap,
+                    **change,
+                    "returns": returns.tolist(),
+                }
             )
+            _write_results(run_dir, rows)
+            if progress:
+                print(
+                    f"iteration {iteration}/{config.iterations}: {steps} real steps, "
+                    f"return {rows[-1]['mean_return']:.2f} ± {rows[-1]['std_return']:.2f}"
+                )
+    finally:
+        games.close()
     return rows
