@@ -151,9 +151,10 @@ class Collector:
     cuts are stored as truncated episodes and go on in the next collection, whose episodes
     of them are :attr:`~dreamenv.data.store.Episode.continued`: so a loop that collects a
     few hundred steps per game at a time still sees whole games (the iterative loop's
-    ``LoopConfig.continue_games``). The games live in this object only: a new collector
-    (after a restart, say) starts new games. :func:`collect` is one collection with new
-    games.
+    ``LoopConfig.continue_games``). Each call's policy observes the games from their current
+    frames on, as it would from a reset (its frame stack and its model's state start there).
+    The games live in this object only: a new collector (after a restart, say) starts new
+    games. :func:`collect` is one collection with new games.
 
     Example:
         >>> with Collector(AtariSpec("seaquest"), num_envs=16) as games:
