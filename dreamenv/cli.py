@@ -737,8 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-iteration", type=int)
     p.add_argument(
         "--continue-games",
-        action="store_true",
-        default=None,
+        action=argparse.BooleanOptionalAction,
         help="let each collection's games go on in the next iteration instead of starting "
         "new ones (default: the preset's)",
     )

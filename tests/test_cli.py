@@ -281,6 +281,8 @@ def test_train_passes_tensorboard_reset_share_random_hold_and_continue_games(
     assert seen[3]["config"].random_hold == 1.0  # the preset holds 16; the flag undoes it
     assert main(["train", "pong", "--run-dir", str(tmp_path / "e"), "--continue-games"]) == 0
     assert not seen[0]["config"].continue_games and seen[4]["config"].continue_games
+    assert main(["train", "pong", "--run-dir", str(tmp_path / "f"), "--no-continue-games"]) == 0
+    assert seen[5]["config"].continue_games is False
 
 
 def _killed_dream(checkpoint: Path, out: Path, kill) -> int:

@@ -297,6 +297,22 @@ def test_chunks_of_earlier_versions_read_without_lost_lives_or_continuations(
     assert not ep.continued
 
 
+def test_a_chunk_marking_too_few_episodes_as_continued_is_refused(tmp_path: Path) -> None:
+    store = EpisodeStore.open_or_create(tmp_path / "s", AtariSpec("pong"))
+    np.savez_compressed(
+        tmp_path / "s" / "chunk-000000.npz",
+        frames=np.zeros((5, 96, 96), np.uint8),
+        actions=np.array([1, 2, 3]),
+        rewards=np.zeros(3, np.float32),
+        terminated=np.array([True, False, True]),
+        truncated=np.zeros(3, bool),
+        lengths=np.array([1, 2]),
+        continued=np.array([False]),
+    )
+    with pytest.raises(DatasetError, match=r"marks 1 episodes as continued or not and holds 2"):
+        store.episodes()
+
+
 def test_episodes_after_some_steps_are_those_ending_later(store_dir: Path) -> None:
     store = EpisodeStore.open(store_dir)
     every = store.episodes()

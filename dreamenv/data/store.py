@@ -206,6 +206,12 @@ class EpisodeStore:
             data = self._read_chunk(path)
             f0 = a0 = 0
             continued = data.get("continued", np.zeros(len(data["lengths"]), bool))
+            if len(continued) != len(data["lengths"]):
+                raise DatasetError(
+                    f"Chunk {path} is inconsistent: it marks {len(continued)} episodes as "
+                    f"continued or not and holds {len(data['lengths'])}. Delete that file and "
+                    "rerun the collection to replace it."
+                )
             for length, cont in zip(data["lengths"], continued, strict=True):
                 length = int(length)
                 done += length
