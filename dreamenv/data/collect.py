@@ -294,8 +294,7 @@ def collect(
     Returns:
         The store, holding at least ``steps`` steps.
     """
-    _check_positive(steps=steps, num_envs=num_envs, chunk_steps=chunk_steps)
-    with Collector(spec, num_envs) as games:
+    with Collector(spec, num_envs) as games:  # it checks every argument
         return games.collect(
             out, steps, policy=policy, seed=seed, chunk_steps=chunk_steps, progress=progress
         )

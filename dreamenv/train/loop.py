@@ -419,8 +419,7 @@ def train(
     device = config.resolved_device()
     rows = read_results(run_dir)
     data, model = run_dir / "data", run_dir / "model"
-    games = Collector(spec, config.collect_envs)  # one set of games for the whole run
-    try:
+    with Collector(spec, config.collect_envs) as games:  # one set of games for the run
         for iteration in range(len(rows) + 1, config.iterations + 1):
             start = time.monotonic()
             steps = config.steps_after(iteration)
@@ -533,6 +532,4 @@ def train(
                     f"iteration {iteration}/{config.iterations}: {steps} real steps, "
                     f"return {rows[-1]['mean_return']:.2f} ± {rows[-1]['std_return']:.2f}"
                 )
-    finally:
-        games.close()
     return rows
