@@ -15,7 +15,8 @@ Speed (milliseconds per call, float32 and bfloat16 timed in turn on the same inp
 Quality (``--fit-updates`` > 0): the same fit (same data, seed and updates) in each
 precision, then both checkpoints' held-out metrics on the same batches in float32.
 
-Writes ``OUT/precision.md`` and ``OUT/precision.json``.
+Writes ``OUT/precision.md`` and ``OUT/precision.json``, headed by whether this CPU computes
+bfloat16 natively (:func:`dreamenv.precision.native_bfloat16`, which ``"auto"`` follows).
 
 Example:
     python benchmarks/precision.py --game seaquest --out runs/precision
@@ -46,7 +47,7 @@ from dreamenv.envs.core import DreamCore  # noqa: E402
 from dreamenv.envs.options import DreamOptions  # noqa: E402
 from dreamenv.memory import keep_freed_memory  # noqa: E402
 from dreamenv.models.base import build_model  # noqa: E402
-from dreamenv.precision import PRECISIONS, Precision, autocast  # noqa: E402
+from dreamenv.precision import ARITHMETICS, Precision, autocast, native_bfloat16  # noqa: E402
 from dreamenv.sb3.extractor import LatentExtractor  # noqa: E402
 from dreamenv.train.fit import FitConfig, fit  # noqa: E402
 
@@ -82,7 +83,7 @@ def speed_rows(store: EpisodeStore, preset: str, batch: int, repeats: int) -> li
     data = {k: torch.as_tensor(v) for k, v in sampler.sample(32).items()}
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     rows = []
-    for precision in PRECISIONS:
+    for precision in ARITHMETICS:
 
         def update(step: int, precision: Precision = precision) -> None:
             with autocast(precision, "cpu"):
@@ -113,7 +114,7 @@ def speed_rows(store: EpisodeStore, preset: str, batch: int, repeats: int) -> li
 def dream_and_trunk_rows(checkpoint: Path, batch: int, repeats: int) -> list[dict]:
     """The dream step and the policy trunk's update in each precision."""
     rows = []
-    for precision in PRECISIONS:
+    for precision in ARITHMETICS:
         core = DreamCore(checkpoint, batch, DreamOptions(horizon=10**9, precision=precision))
         core.seed(np.arange(batch), list(range(batch)))
         core.reset_envs(np.arange(batch))
@@ -146,7 +147,7 @@ def quality_rows(store_dir: Path, out: Path, preset: str, updates: int) -> list[
     """Held-out metrics (float32 evaluation, same batches) of the same fit in each precision."""
     rows = []
     val = None
-    for precision in PRECISIONS:
+    for precision in ARITHMETICS:
         config = FitConfig(
             epochs=2,
             warmup_epochs=1,
@@ -225,7 +226,16 @@ def main(argv: list[str] | None = None) -> None:
         results[f"{size}x{size} dream (batch {args.batch}) and trunk"] = dream_and_trunk_rows(
             checkpoint, args.batch, args.repeats
         )
-    text = "".join(markdown(title, rows) + "\n" for title, rows in results.items())
+    native = native_bfloat16("cpu")
+    head = (
+        f"CPU: {torch.backends.cpu.get_cpu_capability()}, bfloat16 "
+        f"{'native' if native else 'emulated'} (precision 'auto' runs "
+        f"{'bfloat16' if native else 'float32'} here)\n\n"
+    )
+    results["cpu"] = [{"capability": torch.backends.cpu.get_cpu_capability(), "native": native}]
+    text = head + "".join(
+        markdown(title, rows) + "\n" for title, rows in results.items() if title != "cpu"
+    )
     (out / "precision.md").write_text(text)
     (out / "precision.json").write_text(json.dumps(results, indent=2))
     print(text)

@@ -597,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=fit_defaults.precision,
-        help="bfloat16: the updates under bfloat16 autocast, faster on CPUs with AMX; a "
+        help="bfloat16: the updates under bfloat16 autocast, faster on CPUs with AVX-512 "
+        "BF16 or AMX and much slower on others; auto: bfloat16 only where native; a "
         f"continued fit may change it (default {fit_defaults.precision})",
     )
     p.add_argument(
@@ -776,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="of the dream steps and the policy trunk (default: the preset's)",
+        help="of the dream steps and the policy trunk (default: the preset's, auto: "
+        "bfloat16 where the CPU computes it natively, else float32)",
     )
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)

@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=32, help="real episodes of each policy")
     p.add_argument("--max-steps", type=int, default=None, help="cap on a real episode's length")
     p.add_argument("--num-envs", type=int, default=16, help="real envs planned for at once")
-    p.add_argument("--precision", default="bfloat16", help="float32, or bfloat16 autocast")
+    p.add_argument(
+        "--precision", default="auto", help="auto (bfloat16 where native), float32 or bfloat16"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")

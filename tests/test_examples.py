@@ -248,6 +248,7 @@ def test_precision_benchmark(tmp_path) -> None:
         cwd=tmp_path,
     )
     assert "float32 / bfloat16" in out and (tmp_path / "precision" / "precision.md").is_file()
+    assert "bfloat16 native" in out or "bfloat16 emulated" in out
 
 
 def test_goal_dream_example(gym_checkpoint, tmp_path) -> None:

@@ -566,11 +566,22 @@ def test_a_run_saved_before_newer_settings_resumes_at_their_defaults(run_dir: Pa
         del saved["loop"]["fit"][name]
     meta = {**saved, "loop": TINY_LOOP.to_dict()}
     check_resume(run_dir, saved, meta)  # what the earlier version ran: these defaults
-    changed = {**TINY_LOOP.to_dict(), "precision": "bfloat16"}
+    changed = {**TINY_LOOP.to_dict(), "family": "rssm"}
     with pytest.raises(
-        ConfigError, match="loop.precision: the run has \\(not set\\), this call 'bfloat16'"
+        ConfigError, match="loop.family: the run has \\(not set\\), this call 'rssm'"
     ):
         check_resume(run_dir, saved, {**saved, "loop": changed})
+
+
+def test_a_resumed_run_may_change_its_arithmetic(run_dir: Path) -> None:
+    """Precision is the machine's (``"auto"`` resolves per CPU), as a continued fit's."""
+    saved = json.loads((run_dir / "run.json").read_text())
+    loop = TINY_LOOP.to_dict()
+    changed = {**loop, "precision": "auto", "fit": {**loop["fit"], "precision": "auto"}}
+    check_resume(run_dir, saved, {**saved, "loop": changed})
+    overrides = {**loop, "model_overrides": {"precision": "auto"}}
+    with pytest.raises(ConfigError, match="loop.model_overrides.precision: the run has"):
+        check_resume(run_dir, saved, {**saved, "loop": overrides})
 
 
 def test_the_loop_dreams_from_real_starts_when_asked(

@@ -386,6 +386,40 @@ def test_encode_keeps_its_own_precision_under_an_outer_autocast() -> None:
     assert torch.equal(alone, inside)
 
 
+@pytest.mark.parametrize("is_native", [True, False])
+def test_auto_encodes_in_the_machines_precision(
+    monkeypatch: pytest.MonkeyPatch, is_native: bool
+) -> None:
+    import dataclasses
+    import warnings
+
+    import dreamenv.precision as precision_module
+
+    monkeypatch.setattr(precision_module, "native_bfloat16", lambda kind: is_native)
+    model, batch = _warmed_up()
+    model.eval()
+    frames = batch["frames"].flatten(0, 1)
+    infer, dtypes, codes = model.encoder.infer, {}, {}
+
+    def spy(f: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        dtypes[model.config.precision] = dtype
+        return infer(f, dtype)
+
+    monkeypatch.setattr(model.encoder, "infer", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # emulated bfloat16 warns
+        for precision in ("auto", "float32", "bfloat16"):
+            model.config = dataclasses.replace(model.config, precision=precision)
+            codes[precision] = model.encode(frames)
+    resolved = "bfloat16" if is_native else "float32"
+    assert dtypes == {
+        "auto": getattr(torch, resolved),
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+    }
+    assert torch.equal(codes["auto"], codes[resolved])
+
+
 def test_encoder_infer_refuses_train_mode() -> None:
     model, batch = _warmed_up()
     with pytest.raises(RuntimeError, match=r"running statistics: call \.eval\(\)"):

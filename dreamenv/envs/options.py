@@ -53,8 +53,9 @@ class DreamOptions:
     temperature: float = 1.0
     """Sampling temperature of the model's imagined transitions (1: as trained; 0: its mode)."""
     precision: Precision = "float32"
-    """``"bfloat16"`` steps the model under bfloat16 autocast (:mod:`dreamenv.precision`);
-    sampling, rewards and the model state stay float32."""
+    """``"bfloat16"`` steps the model under bfloat16 autocast (:mod:`dreamenv.precision`;
+    ``"auto"``: only where the device computes bfloat16 natively); sampling, rewards and the
+    model state stay float32."""
 
     def __post_init__(self) -> None:
         if not (

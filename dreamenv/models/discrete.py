@@ -37,7 +37,7 @@ from dreamenv.envs.spec import ActionSpec
 from dreamenv.errors import ConfigError
 from dreamenv.models.base import Prediction, State, WorldModel, register_family
 from dreamenv.models.common import feature_input, image_frames, sample_categorical
-from dreamenv.precision import Precision, autocast, check_precision
+from dreamenv.precision import Precision, autocast, check_precision, resolve_precision
 from dreamenv.random_streams import BatchRandom
 
 
@@ -95,7 +95,9 @@ class DiscreteConfig:
     targets, the start bank, the real env), so all of them see the same codes:
     ``"bfloat16"`` encodes 96x96 frames 1.7x faster than float32 on CPUs with AVX-512 BF16
     (both through :meth:`Encoder.infer`) and changes 0.18% of the codes against float32's
-    (MsPacman frames, a ``cpu100k`` model)."""
+    (MsPacman frames, a ``cpu100k`` model). ``"auto"`` (the presets') resolves per machine
+    (:func:`dreamenv.precision.resolve_precision`), so a checkpoint moved to a CPU without
+    native bfloat16 encodes there in float32."""
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "DiscreteConfig.precision")
@@ -543,7 +545,8 @@ class DiscreteWorldModel(WorldModel):
         update's 544 stacks of 96x96 frames, ``benchmarks/precision.py``)."""
         if self.encoder.training:
             return self.module_indices(frames)
-        dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
+        bf16 = resolve_precision(self.config.precision, frames.device) == "bfloat16"
+        dtype = torch.bfloat16 if bf16 else torch.float32
         with torch.autocast(frames.device.type, enabled=False):
             z = self.encoder.infer(frames, dtype)
         return self._grid_indices(self._cells(z), len(frames))

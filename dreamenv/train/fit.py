@@ -122,7 +122,7 @@ class FitConfig:
     precision: Precision = "float32"
     """``"bfloat16"`` runs the updates' convolutions and matrix products under bfloat16
     autocast (:mod:`dreamenv.precision`; weights, optimiser and held-out metrics stay
-    float32)."""
+    float32); ``"auto"`` does so where the machine computes bfloat16 natively."""
     representation: bool = True
     """Train the representation too. False continues a trained model with its
     representation held as it is (the discrete family's encoder, codebook and decoder), so

@@ -130,7 +130,8 @@ class LoopConfig:
     """``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``."""
     precision: Precision = "float32"
     """``"bfloat16"``: the dream steps and a new agent's policy trunk run under bfloat16
-    autocast (:mod:`dreamenv.precision`); fitting has its own ``fit.precision``."""
+    autocast (:mod:`dreamenv.precision`; ``"auto"``, the presets': where the machine
+    computes bfloat16 natively, else float32); fitting has its own ``fit.precision``."""
     obs_type: str | None = None
     """What the agent observes, in the dream and in the real game (``DreamOptions.obs_type``):
     None for the family's first (the discrete family's ``"indices"``, one-hot codes).
@@ -213,7 +214,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         wm_epochs=(6, 3),
         warmup_epochs=2,
         preset="small",
-        model_overrides={"precision": "bfloat16"},
+        model_overrides={"precision": "auto"},
         fit=FitConfig(
             epochs=1,
             warmup_epochs=0,
@@ -221,13 +222,13 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
             seq_len=16,
             updates_per_epoch=150,
             reward_windows=0.25,
-            precision="bfloat16",
+            precision="auto",
         ),
         rollouts=(250, 125),
         use_termination=False,
         eval_episodes=32,
         device="cpu",
-        precision="bfloat16",
+        precision="auto",
     ),
     "cpu100k": LoopConfig(
         random_hold=16.0,
@@ -235,7 +236,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         wm_epochs=(11, 2),
         warmup_epochs=3,
         preset="small",
-        model_overrides={"precision": "bfloat16"},
+        model_overrides={"precision": "auto"},
         fit=FitConfig(
             epochs=1,
             warmup_epochs=0,
@@ -244,7 +245,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
             updates_per_epoch=100,
             reward_windows=0.25,
             life_loss=True,
-            precision="bfloat16",
+            precision="auto",
         ),
         rollouts=(63, 32),
         dream_envs=64,
@@ -252,7 +253,7 @@ LOOP_PRESETS: dict[str, LoopConfig] = {
         use_termination=True,
         eval_envs=32,
         device="cpu",
-        precision="bfloat16",
+        precision="auto",
     ),
 }
 """``atari100k``: the paper's protocol (meant for a GPU): 12,800 random real steps, then 14
@@ -260,7 +261,7 @@ iterations of 6,400 with the policy, 102,400 real steps in all, as the paper cou
 "100K" (``LoopConfig().total_steps``; ``with_budget(100_000)`` stops at 96,000). ``quick``: scaled down for 2 CPU
 cores (the quickstart: 7 min 15 s on an AMD EPYC with AVX-512 BF16 beside a one-thread
 run on its other core; 16 min 34 s there in float32 under a similar load, an older release): one iteration of 100K random real steps of 64x64 frames (a 4x4 latent grid),
-in bfloat16, 6 world-model epochs of 150 updates (2 of VQ-VAE warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
+bfloat16 autocast where the CPU has it natively (``"auto"``, float32 elsewhere), 6 world-model epochs of 150 updates (2 of VQ-VAE warm-up), windows holding rewards oversampled, 200K imagined PPO steps in dream episodes
 that end only at the horizon (as in the paper); pass ``--iterations 2`` (or more) to go on
 collecting with the policy. ``cpu100k``: the paper's real-interaction budget unchanged
 (12,800 random steps, 14 iterations of 6,400 with the policy at temperature 1.5, 32
@@ -268,7 +269,8 @@ evaluation episodes after each), the random steps holding each uniformly random 
 for a geometric number of steps of mean 16 (``random_hold``: without it Freeway's first
 data never crosses the road), with budgets for one CPU core in at most 90 minutes:
 96x96 frames (the paper's 6x6 grid), the ``small`` model, bfloat16 autocast in fitting,
-encoding, the dream and the policy trunk; 300 warm-up and 800 joint updates in the first
+encoding, the dream and the policy trunk where the CPU computes bfloat16 natively
+(``"auto"``: float32 elsewhere, where emulated bfloat16 is 11-30x slower); 300 warm-up and 800 joint updates in the first
 iteration, 200 in each later one; PPO for about 200K imagined steps in the first
 iteration and 100K in each later one, in 64 dream envs whose episodes end at a lost life
 or the game's end (the termination head learns both: ``FitConfig.life_loss``) or at the
@@ -332,9 +334,16 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-FREE_ON_RESUME = ("loop.device", "loop.fit.device", "loop.fit.checkpoint_every_minutes")
-"""Settings a resumed run may change: where it runs and how often it saves, not what it
-computes. ``loop.iterations`` (the budget) may grow."""
+FREE_ON_RESUME = (
+    "loop.device",
+    "loop.fit.device",
+    "loop.fit.checkpoint_every_minutes",
+    "loop.precision",
+    "loop.fit.precision",
+)
+"""Settings a resumed run may change: where it runs, its arithmetic (the machine's, as a
+continued fit's ``precision``) and how often it saves, not what it learns.
+``loop.iterations`` (the budget) may grow."""
 
 
 def check_resume(run_dir: Path, saved: dict[str, Any], meta: dict[str, Any]) -> None:
