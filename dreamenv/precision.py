@@ -88,7 +88,7 @@ def resolve_precision(precision: Precision, device: torch.device | str) -> Arith
             UserWarning,
             stacklevel=2,
         )
-    return precision  # type: ignore[return-value]
+    return precision
 
 
 def autocast(precision: Precision, device: torch.device | str) -> torch.autocast:
