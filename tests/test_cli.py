@@ -417,7 +417,7 @@ def test_train_set_overrides_the_presets_model_settings(
     assert main([*argv, "--set", "moving_weight=20", "--set", "num_codes=64"]) == 0
     assert main(argv) == 0
     assert seen[0].model_overrides == {
-        "precision": "bfloat16",
+        "precision": "auto",
         "moving_weight": 20,
         "num_codes": 64,
     }

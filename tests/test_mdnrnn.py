@@ -193,6 +193,30 @@ def test_initial_state_and_step_shapes(model: MDNRNNWorldModel) -> None:
     torch.testing.assert_close(pred.next_latent[:, z_dim:], pred.state[0])
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_m_runs_in_float32_under_autocast_where_bfloat16_is_emulated(
+    model: MDNRNNWorldModel, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """oneDNN has no bfloat16 LSTM where bfloat16 is emulated: there M's LSTM leaves autocast."""
+    import dreamenv.precision
+
+    monkeypatch.setattr(dreamenv.precision, "native_bfloat16", lambda kind: native)
+    autocast_on: list[bool] = []
+    lstm_forward = model.memory.lstm.forward
+
+    def spy(x, hc=None):
+        autocast_on.append(torch.is_autocast_enabled("cpu"))
+        with torch.autocast("cpu", enabled=False):  # runs on any CPU
+            return lstm_forward(x.float(), hc)
+
+    latent, state = _start(model)
+    monkeypatch.setattr(model.memory.lstm, "forward", spy)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model.step(state, latent, torch.tensor([0, 3, 5]), _rng(3))
+    assert all(t.dtype == torch.float32 for t in pred.state)
+    assert autocast_on == [native]
+
+
 def test_one_observation_context_starts_from_a_zero_state(model: MDNRNNWorldModel) -> None:
     with torch.no_grad():
         emb = model.encode(_frames(2))

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamenv import precision
 from dreamenv.envs.atari import AtariSpec
 from dreamenv.envs.spec import GYM_SCREEN_SIZES, ActionSpec
 from dreamenv.errors import ConfigError
@@ -242,7 +243,15 @@ class Memory(nn.Module):
         None), and the final ``(h, c)``, each ``(B, H)``."""
         features = feature_input(actions, self.num_actions).to(z.dtype)
         hc = None if state is None else (state[0][None].contiguous(), state[1][None].contiguous())
-        out, (h, c) = self.lstm(torch.cat([z, features], -1), hc)
+        x, kind = torch.cat([z, features], -1), z.device.type
+        if torch.is_autocast_enabled(kind) and not precision.native_bfloat16(kind):
+            # oneDNN has no bfloat16 LSTM where bfloat16 is emulated (an AVX2 CPU refused
+            # one): there M's LSTM runs in float32, as it would outside autocast
+            with torch.autocast(kind, enabled=False):
+                hc = None if hc is None else (hc[0].float(), hc[1].float())
+                out, (h, c) = self.lstm(x.float(), hc)
+        else:
+            out, (h, c) = self.lstm(x, hc)
         return out, (h[0], c[0])
 
     def heads(self, h: torch.Tensor) -> tuple[Mixture, torch.Tensor, torch.Tensor]:
