@@ -131,12 +131,14 @@ def test_atari100k_benchmark(tmp_path) -> None:
         "cpu",
         "--overrides",
         overrides,
+        "--versus-random",
+        "2",  # whole real Pong games: the default 32 each took 100 of this test's 128 s
         "--out",
         str(tmp_path / "b"),
         "--quiet",
         cwd=tmp_path,
     )
-    assert "| pong |" in out and "HNS" in out
+    assert "| pong |" in out and "HNS" in out and "(p " in out  # the vs-random cell
     assert (tmp_path / "b" / "pong-report" / "learning_curve.png").is_file()
     run_dir, figure = tmp_path / "b" / "pong-s0", tmp_path / "decoded.png"
     out = run(
