@@ -226,16 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         results[f"{size}x{size} dream (batch {args.batch}) and trunk"] = dream_and_trunk_rows(
             checkpoint, args.batch, args.repeats
         )
-    native = native_bfloat16("cpu")
-    head = (
-        f"CPU: {torch.backends.cpu.get_cpu_capability()}, bfloat16 "
-        f"{'native' if native else 'emulated'} (precision 'auto' runs "
-        f"{'bfloat16' if native else 'float32'} here)\n\n"
-    )
-    results["cpu"] = [{"capability": torch.backends.cpu.get_cpu_capability(), "native": native}]
-    text = head + "".join(
-        markdown(title, rows) + "\n" for title, rows in results.items() if title != "cpu"
-    )
+    native, capability = native_bfloat16("cpu"), torch.backends.cpu.get_cpu_capability()
+    text = (
+        f"CPU: {capability}, bfloat16 {'native' if native else 'emulated'} (precision 'auto' "
+        f"runs {'bfloat16' if native else 'float32'} here)\n\n"
+    ) + "".join(markdown(title, rows) + "\n" for title, rows in results.items())
+    results["cpu"] = [{"capability": capability, "native": native}]
     (out / "precision.md").write_text(text)
     (out / "precision.json").write_text(json.dumps(results, indent=2))
     print(text)

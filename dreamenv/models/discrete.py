@@ -545,8 +545,7 @@ class DiscreteWorldModel(WorldModel):
         update's 544 stacks of 96x96 frames, ``benchmarks/precision.py``)."""
         if self.encoder.training:
             return self.module_indices(frames)
-        bf16 = resolve_precision(self.config.precision, frames.device) == "bfloat16"
-        dtype = torch.bfloat16 if bf16 else torch.float32
+        dtype = getattr(torch, resolve_precision(self.config.precision, frames.device))
         with torch.autocast(frames.device.type, enabled=False):
             z = self.encoder.infer(frames, dtype)
         return self._grid_indices(self._cells(z), len(frames))
