@@ -159,6 +159,11 @@ def test_atari100k_benchmark(tmp_path) -> None:
 def test_models_benchmark(tmp_path) -> None:
     out = run(
         "benchmarks/models.py",
+        "--families",  # the table's rule for every family; each family has its own tests
+        "ar",
+        "sssm",
+        "sssm_jumpy",
+        "discrete",
         "--datasets",
         "ball",
         "atari",
