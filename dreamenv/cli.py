@@ -395,6 +395,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }
     if args.set:
         overrides["model_overrides"] = {**config.model_overrides, **parse_overrides(args.set)}
+    if args.precision is not None:  # the refits' arithmetic too, not only the dream's
+        overrides["fit"] = dataclasses.replace(config.fit, precision=args.precision)
     config = dataclasses.replace(config, **overrides)
     if args.budget is not None:
         config = config.with_budget(args.budget)
@@ -777,8 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="of the dream steps and the policy trunk (default: the preset's, auto: "
-        "bfloat16 where the CPU computes it natively, else float32)",
+        help="of the world-model refits, the dream steps and the policy trunk; a resumed run "
+        "may change it (default: the preset's, auto: bfloat16 where the CPU computes it "
+        "natively, else float32; the model's own encoding: --set precision=...)",
     )
     p.add_argument("--wm-epochs", type=int, nargs="+", help="world-model epochs per iteration")
     p.add_argument("--warmup-epochs", type=int)

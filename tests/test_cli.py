@@ -424,6 +424,23 @@ def test_train_set_overrides_the_presets_model_settings(
     assert seen[1].model_overrides == LOOP_PRESETS["cpu100k"].model_overrides
 
 
+def test_train_precision_sets_the_refits_and_the_dreams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dreamenv.train.loop
+    from dreamenv.train.loop import LOOP_PRESETS, LoopConfig
+
+    seen: list[LoopConfig] = []
+    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(a[2]) or [])
+    argv = ["train", "pong", "--preset", "cpu100k", "--run-dir", str(tmp_path)]
+    assert main([*argv, "--precision", "float32", "--set", "precision=float32"]) == 0
+    assert main(argv) == 0
+    assert (seen[0].precision, seen[0].fit.precision) == ("float32", "float32")
+    assert seen[0].model_overrides["precision"] == "float32"
+    preset = LOOP_PRESETS["cpu100k"]
+    assert (seen[1].precision, seen[1].fit) == (preset.precision, preset.fit)
+
+
 def test_train_passes_representation_iterations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
