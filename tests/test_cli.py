@@ -405,14 +405,23 @@ def test_dream_set_is_for_a_new_agent(family_checkpoint, tmp_path: Path, capsys)
     assert "Did you mean 'gamma'?" in capsys.readouterr().err
 
 
-def test_train_set_overrides_the_presets_model_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def train_configs(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The ``LoopConfig`` of every ``dreamenv train`` call, in order, with the loop itself
+    replaced by a no-op."""
     import dreamenv.train.loop
-    from dreamenv.train.loop import LOOP_PRESETS, LoopConfig
 
-    seen: list[LoopConfig] = []
+    seen: list = []
     monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(a[2]) or [])
+    return seen
+
+
+def test_train_set_overrides_the_presets_model_settings(
+    tmp_path: Path, train_configs: list
+) -> None:
+    from dreamenv.train.loop import LOOP_PRESETS
+
+    seen = train_configs
     argv = ["train", "pong", "--preset", "cpu100k", "--run-dir", str(tmp_path)]
     assert main([*argv, "--set", "moving_weight=20", "--set", "num_codes=64"]) == 0
     assert main(argv) == 0
@@ -425,13 +434,11 @@ def test_train_set_overrides_the_presets_model_settings(
 
 
 def test_train_precision_sets_the_refits_and_the_dreams(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, train_configs: list
 ) -> None:
-    import dreamenv.train.loop
-    from dreamenv.train.loop import LOOP_PRESETS, LoopConfig
+    from dreamenv.train.loop import LOOP_PRESETS
 
-    seen: list[LoopConfig] = []
-    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(a[2]) or [])
+    seen = train_configs
     argv = ["train", "pong", "--preset", "cpu100k", "--run-dir", str(tmp_path)]
     assert main([*argv, "--precision", "float32", "--set", "precision=float32"]) == 0
     assert main(argv) == 0
@@ -442,12 +449,9 @@ def test_train_precision_sets_the_refits_and_the_dreams(
 
 
 def test_train_passes_representation_iterations(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, train_configs: list, capsys
 ) -> None:
-    import dreamenv.train.loop
-
-    seen: list = []
-    monkeypatch.setattr(dreamenv.train.loop, "train", lambda *a, **k: seen.append(a[2]) or [])
+    seen = train_configs
     argv = ["train", "pong", "--preset", "cpu100k", "--run-dir", str(tmp_path)]
     assert main([*argv, "--representation-iterations", "1"]) == 0
     assert main(argv) == 0
