@@ -91,6 +91,7 @@ MODEL_SCORE_KEYS = (
     "reward_recall",
     "reward_recall_sampled",
     "termination_recall",
+    "termination_recall_sampled",
 )
 """Result keys of the model-score panel: open-loop scores on the newest real episodes."""
 
@@ -146,6 +147,7 @@ def _plot_model_scores(ax: Any, rows: list[dict[str, Any]], run: str) -> None:
         "reward_recall": "reward recall",
         "reward_recall_sampled": "reward recall, sampled",
         "termination_recall": "termination recall",
+        "termination_recall_sampled": "termination recall, sampled, within 4 steps",
     }
     for i, (key, name) in enumerate(names.items()):
         ax.plot(steps, series(rows, key), "o-", color=f"C{i + 4}", ms=3, label=name)

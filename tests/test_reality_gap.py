@@ -30,6 +30,7 @@ from dreamenv.train.reality_gap import (
     open_loop_scores,
     real_window_return,
     reality_gap,
+    sampled_end_precision_recall,
     sampled_sign_precision_recall,
     sign_precision_recall,
 )
@@ -91,6 +92,8 @@ def test_a_perfect_predictor_scores_one() -> None:
     ):
         assert scores[key] == pytest.approx(1.0)
     assert scores["termination_precision"] == scores["termination_recall"] == 1.0
+    assert scores["termination_recall_sampled"] == pytest.approx(1.0, abs=1e-3)  # p = 0.9999
+    assert scores["termination_precision_sampled"] == pytest.approx(1.0, abs=1e-3)
     assert scores["reward_steps"] == 2 and scores["termination_steps"] == 1
     assert math.isnan(scores["open_latent_mse"])
 
@@ -177,6 +180,35 @@ def test_sampled_scores_count_what_the_most_likely_reward_misses() -> None:
     assert math.isnan(sampled_sign_precision_recall(np.array([[0, 1, 0]]), np.zeros(1))[1])
     with pytest.raises(ConfigError, match="must have the same size, got 1 and 2"):
         sampled_sign_precision_recall(np.array([[0, 1, 0]]), np.zeros(2))
+
+
+def test_sampled_ends_count_near_a_real_end_and_nowhere_else() -> None:
+    real = np.zeros((2, 12), dtype=bool)
+    real[0, 6] = True  # one real end; the second segment never ends
+    spread = np.zeros((2, 12))
+    spread[0, 2:7] = 0.1  # the head's mass over the five steps up to the end
+    spread[1, 9] = 0.5  # an end where nothing ends
+    precision, recall = sampled_end_precision_recall(spread, real)  # tolerance 4: steps 2-10
+    assert recall == pytest.approx(1 - 0.9**5)
+    assert precision == pytest.approx(0.5 / 1.0)
+    assert sampled_end_precision_recall(spread, real, tolerance=0) == pytest.approx((0.1, 0.1))
+    assert sampled_end_precision_recall(spread, real, tolerance=3)[0] == pytest.approx(0.4)
+    never = sampled_end_precision_recall(np.zeros((1, 3)), np.zeros((1, 3)))
+    assert all(math.isnan(x) for x in never)
+    with pytest.raises(ConfigError, match=r"same \(segments, steps\) shape, got \(3,\) and"):
+        sampled_end_precision_recall(np.zeros(3), np.zeros((1, 3)))
+
+
+def test_open_loop_ends_are_scored_as_the_dream_draws_them() -> None:
+    rewards, real = np.zeros((1, 8)), np.zeros((1, 8), dtype=bool)
+    real[0, 5] = True
+    pred = perfect(rewards, real, torch.zeros(1, 8, 1, dtype=torch.long))
+    pred.termination_logits = torch.full((1, 8), -30.0)
+    pred.termination_logits[0, 3] = 0.0  # p = 0.5 two steps early: never above 0.5
+    scores = open_loop_scores(pred, rewards, real, VALUES)
+    assert scores["termination_recall"] == 0.0
+    assert scores["termination_recall_sampled"] == pytest.approx(0.5)
+    assert scores["termination_precision_sampled"] == pytest.approx(1.0)
 
 
 def test_real_window_return_is_the_clipped_rate_times_the_horizon() -> None:

@@ -36,6 +36,7 @@ def fake_run(path: Path, game: str = "pong", gap: bool = False, iterations: int 
                 "reward_recall": 0.25,
                 "reward_recall_sampled": 0.375,
                 "termination_recall": math.nan,
+                "termination_recall_sampled": 0.625,
                 "reward_steps": 4.0 * i,
                 "action_agreement": math.nan if i == 1 else 0.8,
                 "policy_shift": math.nan if i == 1 else 0.1,
@@ -61,8 +62,8 @@ def test_gap_panels_and_table(tmp_path: Path) -> None:
     text = md.read_text()
     assert "#### reality gap (last iteration)" in text
     assert (
-        "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.300 | 0.500 | 0.250 | 0.375 | n/a | 12 "
-        "| 0.800 |" in text
+        "| pong-s0 | 9.000 | -1.500 | 10.500 | 0.600 | 0.300 | 0.500 | 0.250 | 0.375 | n/a "
+        "| 0.625 | 12 | 0.800 |" in text
     )
     assert "pong-s1 |" not in text.split("reality gap")[1]  # the old run has no gap row
 

@@ -52,15 +52,46 @@ def test_reward_windows_without_rewards_fall_back_to_uniform() -> None:
     assert sampler.sample(4)["frames"].shape == (4, 9, 2, 8, 8)
 
 
-def test_fit_rejects_a_bad_reward_share(store_dir, tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"reward_windows must lie in \[0, 1\]"):
-        fit(
-            store_dir,
-            tmp_path / "m",
-            preset="tiny",
-            config=FitConfig(reward_windows=1.5),
-            progress=False,
-        )
+@pytest.mark.parametrize(
+    "shares, message",
+    [
+        ({"reward_windows": 1.5}, r"reward_windows must lie in \[0, 1\], got 1.5"),
+        ({"termination_windows": -0.1}, r"termination_windows must lie in \[0, 1\], got -0.1"),
+        (
+            {"reward_windows": 0.75, "termination_windows": 0.5},
+            r"reward_windows \+ termination_windows must be at most 1 .*0.75 \+ 0.5",
+        ),
+    ],
+)
+def test_fit_rejects_bad_window_shares(store_dir, tmp_path, shares, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        fit(store_dir, tmp_path / "m", preset="tiny", config=FitConfig(**shares), progress=False)
+
+
+def lives_episode(length: int, lost_at: tuple[int, ...], seed: int = 0) -> Episode:
+    ep = episode(length, seed=seed)
+    ep.terminated[:] = False  # cut, not ended: only its lost lives end anything
+    ep.life_lost = np.isin(np.arange(length), lost_at)
+    return ep
+
+
+def test_termination_windows_hold_an_end_after_the_reward_windows() -> None:
+    episodes = [lives_episode(300, (40, 250), seed=1), episode(300, (100,), seed=2)]
+    sampler = SequenceSampler(
+        episodes, 2, 8, seed=0, reward_windows=0.25, life_loss=True, termination_windows=0.5
+    )
+    for _ in range(10):
+        batch = sampler.sample(8)
+        assert (batch["rewards"][:2] != 0).any(1).all()  # rows 0-1: reward windows
+        assert batch["terminated"][2:6].any(1).all()  # rows 2-5: windows holding an end
+
+
+def test_termination_windows_count_lost_lives_only_with_life_loss() -> None:
+    episodes = [lives_episode(300, (150,), seed=1)]
+    assert SequenceSampler(episodes, 2, 8, life_loss=True).end_events.tolist() == [[0, 150]]
+    game_ends = SequenceSampler(episodes, 2, 8, termination_windows=1.0)
+    assert len(game_ends.end_events) == 0  # without life_loss: no end, uniform windows
+    assert not game_ends.sample(4)["terminated"].any()
 
 
 def test_start_bank_observations_match_stack_frames() -> None:

@@ -34,7 +34,9 @@ class SequenceSampler:
     """Uniformly random windows of ``seq_len`` transitions (masked past an episode's end).
 
     With ``reward_windows=f``, a share ``f`` of every batch are windows that contain a real
-    nonzero reward, so a reward head sees sparse rewards often enough to learn them. With
+    nonzero reward, so a reward head sees sparse rewards often enough to learn them; with
+    ``termination_windows=f`` a share ``f`` are windows that contain an end (the game's, or
+    with ``life_loss`` a lost life), so a termination head sees rare ends as often. With
     ``life_loss=True`` the ``terminated`` of a batch also marks the loss of a life (the
     window goes on: the game did), so a termination head learns both ends. With
     ``latents`` (one array per episode: the latents of its observations ``0 .. len``, as
@@ -51,6 +53,7 @@ class SequenceSampler:
         reward_windows: float = 0.0,
         life_loss: bool = False,
         latents: list[np.ndarray] | None = None,
+        termination_windows: float = 0.0,
     ) -> None:
         self.life_loss = life_loss
         keep = [i for i, e in enumerate(episodes) if len(e) > 0]
@@ -71,8 +74,13 @@ class SequenceSampler:
         self.weights = self.lengths / self.lengths.sum()
         self.rng = np.random.default_rng(seed)
         self.reward_windows = reward_windows
-        events = [(i, t) for i, e in enumerate(self.episodes) for t in np.flatnonzero(e.rewards)]
-        self.reward_events = np.array(events, dtype=np.int64).reshape(-1, 2)
+        self.reward_events = _events([e.rewards != 0 for e in self.episodes])
+        self.termination_windows = termination_windows
+        self.end_events = _events([self._ends(e) for e in self.episodes])
+
+    def _ends(self, episode: Episode) -> np.ndarray:
+        """The steps that end ``episode`` (or, with ``life_loss``, a life)."""
+        return episode.terminated | episode.life_lost if self.life_loss else episode.terminated
 
     @property
     def num_steps(self) -> int:
@@ -82,24 +90,30 @@ class SequenceSampler:
     def termination_rate(self) -> float:
         """Share of the steps that end the episode (or a life, with ``life_loss``): what a
         termination head predicts on average."""
-        ends = sum(
-            int((e.terminated | e.life_lost).sum() if self.life_loss else e.terminated.sum())
-            for e in self.episodes
-        )
-        return ends / max(self.num_steps, 1)
+        return sum(int(self._ends(e).sum()) for e in self.episodes) / max(self.num_steps, 1)
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """A batch: ``frames`` (B, L+1, stack, S, S) (or ``latents`` (B, L+1, ...)),
         ``actions``, ``rewards``, ``terminated``, ``mask`` (B, L)."""
         which = self.rng.choice(len(self.episodes), size=batch_size, p=self.weights)
         starts = (self.rng.random(batch_size) * self.lengths[which]).astype(np.int64)
-        n_reward = int(round(self.reward_windows * batch_size)) if len(self.reward_events) else 0
-        if n_reward:  # windows that hold a real reward somewhere inside
-            events = self.reward_events[self.rng.integers(0, len(self.reward_events), n_reward)]
-            which[:n_reward] = events[:, 0]
-            offsets = self.rng.integers(0, self.seq_len, n_reward)
-            starts[:n_reward] = np.maximum(events[:, 1] - offsets, 0)
+        n_reward = self._place(which, starts, 0, self.reward_windows, self.reward_events)
+        self._place(which, starts, n_reward, self.termination_windows, self.end_events)
         return self.window(which, starts)
+
+    def _place(
+        self, which: np.ndarray, starts: np.ndarray, first: int, share: float, events: np.ndarray
+    ) -> int:
+        """Point ``round(share * batch)`` rows from ``first`` on at windows that hold one of
+        ``events`` (``(episode, step)`` pairs) somewhere inside; the rows placed (none, and no
+        random draw, without events or share)."""
+        n = min(int(round(share * len(which))), len(which) - first) if len(events) else 0
+        if n > 0:
+            picked = events[self.rng.integers(0, len(events), n)]
+            which[first : first + n] = picked[:, 0]
+            offsets = self.rng.integers(0, self.seq_len, n)
+            starts[first : first + n] = np.maximum(picked[:, 1] - offsets, 0)
+        return max(n, 0)
 
     def window(self, which: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
         """The windows starting at ``starts`` of episodes ``which``."""
@@ -129,6 +143,12 @@ class SequenceSampler:
             "terminated": np.stack(terminated),
             "mask": np.stack(mask),
         }
+
+
+def _events(marks: list[np.ndarray]) -> np.ndarray:
+    """``(N, 2)`` (episode, step) pairs of the True entries of per-episode ``marks``."""
+    pairs = [(i, t) for i, m in enumerate(marks) for t in np.flatnonzero(m)]
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 @dataclass

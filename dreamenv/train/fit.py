@@ -94,6 +94,11 @@ class FitConfig:
     reward_windows: float = 0.0
     """Share of each batch made of windows that hold a real nonzero reward (0: uniform
     windows, as the paper; 0.25 helps games whose rewards are sparse under random play)."""
+    termination_windows: float = 0.0
+    """Share of each batch made of windows that hold a real end: the game's, or with
+    ``life_loss`` a lost life (0: uniform windows). Ends are rarer than rewards (Seaquest
+    under its agents: one step in 240), and a head that sees them seldom says p = 0.03
+    where a life is lost; these windows come after the ``reward_windows`` ones."""
     updates_per_epoch: int = 0
     """Updates per epoch; 0 means one pass: stored steps // (batch_size * seq_len)."""
     grad_clip: float = 1.0
@@ -411,8 +416,14 @@ def fit(
     episodes = data.episodes()
     train_eps, val_eps = split_episodes(episodes, config.val_fraction)
     stack = data.spec.frame_stack
-    if not 0.0 <= config.reward_windows <= 1.0:
-        raise ConfigError(f"reward_windows must lie in [0, 1], got {config.reward_windows!r}.")
+    for name in ("reward_windows", "termination_windows"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ConfigError(f"{name} must lie in [0, 1], got {getattr(config, name)!r}.")
+    if config.reward_windows + config.termination_windows > 1.0:
+        raise ConfigError(
+            f"reward_windows + termination_windows must be at most 1 (shares of one batch), "
+            f"got {config.reward_windows!r} + {config.termination_windows!r}."
+        )
     bank = build_start_bank(
         train_eps, config.start_bank_size, config.start_context, stack, seed=config.seed
     )
@@ -468,6 +479,7 @@ def fit(
         reward_windows=config.reward_windows,
         life_loss=config.life_loss,
         latents=held,
+        termination_windows=config.termination_windows,
     )
     val_sampler = SequenceSampler(
         val_eps, stack, window, seed=config.seed + 1, life_loss=config.life_loss

@@ -8,7 +8,8 @@ its latents (``open_latent_acc``; ``open_changed_acc`` on the latent entries tha
 which a model that only copies the still background gets wrong), its rewards
 (``reward_precision``/``reward_recall`` of the most likely reward; ``*_sampled``: expected
 under rewards drawn as the dream draws them) or its terminations
-(``termination_precision``/``termination_recall``).
+(``termination_precision``/``termination_recall``; ``*_sampled``: ends drawn as the dream
+draws them, counted within :data:`END_TOLERANCE` steps of a real end).
 
 Example:
     >>> stats = play_episodes(agent, "runs/pong/model", episodes=32)
@@ -47,9 +48,18 @@ OPEN_LOOP_KEYS = (
     "reward_steps",
     "termination_precision",
     "termination_recall",
+    "termination_precision_sampled",
+    "termination_recall_sampled",
     "termination_steps",
 )
 """The open-loop scores of :func:`reality_gap` (NaN where they cannot be measured)."""
+
+END_TOLERANCE = 4
+"""Steps either side of a real end within which an imagined end counts as that end (the
+sampled termination scores). A game's end or lost life is often the last frame of an
+animation the head cannot time to the step (Seaquest's sinking submarine: about 20
+steps, the head's probability spread over the last 6), and an agent needs the dream to end
+near the real end, not on it."""
 
 SEGMENT_BATCH = 16
 """Real segments imagined together (bounds the memory of encoding their frames)."""
@@ -105,6 +115,40 @@ def sampled_sign_precision_recall(sign_probs: np.ndarray, real: np.ndarray) -> t
     return precision, recall
 
 
+def sampled_end_precision_recall(
+    end_probs: np.ndarray, real: np.ndarray, tolerance: int = END_TOLERANCE
+) -> tuple[float, float]:
+    """Precision and recall of imagined ends against real ones ``(B, H)``, expected when
+    each step ends with probability ``end_probs`` (as the dream draws its ends) and an end
+    counts within ``tolerance`` steps of a real one. Recall: the mean over real ends of the
+    probability that at least one step within ``tolerance`` of it ends. Precision: the
+    share of the expected ends that fall within ``tolerance`` of a real end. Each is NaN
+    when nothing defines it.
+
+    Example:
+        >>> p = np.array([[0.0, 0.5, 0.5, 0.0, 0.0, 0.25]])
+        >>> sampled_end_precision_recall(p, np.array([[0, 0, 1, 0, 0, 0]]), tolerance=1)
+        (0.8, 0.75)
+    """
+    probs = np.asarray(end_probs, dtype=np.float64)
+    real = np.asarray(real).astype(bool)
+    if probs.shape != real.shape or probs.ndim != 2:
+        raise ConfigError(
+            f"end probabilities and real ends must have the same (segments, steps) shape, got "
+            f"{probs.shape} and {real.shape}."
+        )
+    near = np.zeros_like(real)
+    misses = []
+    for b, t in zip(*np.nonzero(real), strict=True):
+        lo, hi = max(t - tolerance, 0), t + tolerance + 1
+        near[b, lo:hi] = True
+        misses.append(np.prod(1.0 - probs[b, lo:hi]))
+    recall = 1.0 - float(np.mean(misses)) if misses else math.nan
+    expected = float(probs.sum())
+    precision = float(probs[near].sum()) / expected if expected > 0 else math.nan
+    return precision, recall
+
+
 def open_loop_scores(
     pred: OpenLoop, rewards: np.ndarray, terminated: np.ndarray, reward_values: torch.Tensor
 ) -> dict[str, float]:
@@ -127,12 +171,14 @@ def open_loop_scores(
     reward_sign = np.sign(values[pred.reward_logits.argmax(-1).cpu().numpy()])
     probs = torch.softmax(pred.reward_logits.float(), -1).cpu().numpy()
     sign_probs = np.stack([probs[..., np.sign(values) == s].sum(-1) for s in (-1, 0, 1)], -1)
-    ends = (torch.sigmoid(pred.termination_logits.float()) > 0.5).cpu().numpy()
+    end_probs = torch.sigmoid(pred.termination_logits.float()).cpu().numpy()
+    ends = end_probs > 0.5
     r_precision, r_recall, r_steps = sign_precision_recall(reward_sign, rewards)
     s_precision, s_recall = sampled_sign_precision_recall(sign_probs, rewards)
     t_precision, t_recall, t_steps = sign_precision_recall(
         ends.astype(np.int64), np.asarray(terminated).astype(np.int64)
     )
+    e_precision, e_recall = sampled_end_precision_recall(end_probs, terminated)
     return {
         "open_latent_acc": float((diff == 0).float().mean()) if integer else math.nan,
         "open_changed_acc": changed_accuracy(pred.latents, pred.real_latents, pred.start_latents),
@@ -144,6 +190,8 @@ def open_loop_scores(
         "reward_steps": float(r_steps),
         "termination_precision": t_precision,
         "termination_recall": t_recall,
+        "termination_precision_sampled": e_precision,
+        "termination_recall_sampled": e_recall,
         "termination_steps": float(t_steps),
     }
 
