@@ -205,6 +205,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         warmup_lr=args.warmup_lr,
         updates_per_epoch=args.updates_per_epoch,
         reward_windows=args.reward_windows,
+        termination_windows=args.termination_windows,
+        life_loss=args.life_loss,
         checkpoint_every_minutes=args.checkpoint_minutes,
         start_bank_size=args.start_bank,
         seed=args.seed,
@@ -588,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
             float,
             "share of each batch holding a real reward (sparse-reward games)",
         ),
+        (
+            "--termination-windows",
+            "termination_windows",
+            float,
+            "share of each batch holding a real end (a lost life too, with --life-loss)",
+        ),
         ("--checkpoint-minutes", "checkpoint_every_minutes", float, "also save this often"),
         ("--start-bank", "start_bank_size", int, "real starts saved for dream episodes"),
         ("--seed", "seed", int, "seeds initialisation and sampling"),
@@ -609,6 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a trained model with its representation held (discrete family: "
         "encoder, codebook, decoder), so every code stays as it was and only the dynamics, "
         "reward and termination train",
+    )
+    p.add_argument(
+        "--life-loss",
+        action="store_true",
+        help="train the termination head on lost lives as well as on the game's end (Atari: "
+        "dream episodes then end when a life is lost; the train loop's cpu100k does so)",
     )
     p.set_defaults(run=_cmd_fit)
 

@@ -354,6 +354,9 @@ def test_fit_flags_default_to_fitconfig(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(_Stop):
         main(["fit", "store", "--out", "model"])
     assert seen == [FitConfig()]
+    with pytest.raises(_Stop):
+        main(["fit", "store", "--out", "model", "--termination-windows", "0.25", "--life-loss"])
+    assert seen[1] == FitConfig(termination_windows=0.25, life_loss=True)
 
 
 def _train_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *argv: str):
