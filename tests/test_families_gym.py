@@ -137,6 +137,31 @@ def test_contract_shapes(family: str, spec_name: str) -> None:
 
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)
+def test_filter_follows_the_game_as_a_burn_in_over_it_would(family: str) -> None:
+    """Real-v0's state after each real step is the state a burn-in over the same real
+    observations and actions gives (what a planner or a controller reading the state in
+    the real game starts from, as it did in the dream)."""
+    spec = SPECS["discrete-rgb"]
+    if family == "rar":
+        pytest.skip("rar's burn-in reads a context of frames at once (init), not a chain")
+    model = _model(family, spec).eval()
+    if model.jump > 1:
+        pytest.skip("a jumpy model filters chunks of actions")
+    b, k = 2, 5
+    frames = torch.randint(0, 256, (b, k, *spec.frame_shape), dtype=torch.uint8)
+    actions = _actions(spec, b, k - 1)
+    with torch.no_grad():
+        embeddings = model.encode(frames.flatten(0, 1)).unflatten(0, (b, k))
+        latent, state = model.initial_state(embeddings[:, :1], actions[:, :0])
+        for t in range(1, k):
+            latent, state = model.filter(state, latent, actions[:, t - 1], embeddings[:, t])
+            burned, burned_state = model.initial_state(embeddings[:, : t + 1], actions[:, :t])
+            torch.testing.assert_close(latent, burned)
+            for part, expected in zip(state, burned_state, strict=True):
+                torch.testing.assert_close(part, expected)
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES)
 def test_a_confident_reward_head_recovers_real_rewards(family: str) -> None:
     model = _model(family, SPECS["box3-grey"])
     assert model.reward_coder.kind == "real"

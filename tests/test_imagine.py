@@ -198,6 +198,32 @@ def test_starts_from_observations_and_a_real_env(pendulum: Path) -> None:
         real.close()
 
 
+def test_a_real_env_starts_plans_from_the_state_its_game_led_to(checkpoint_dir: Path) -> None:
+    """The discrete model's observation is the codes alone, but a planner starting from
+    Real-v0 reads its ConvLSTM state too: the burn-in over the game so far, not a fresh one."""
+    from dreamenv.envs.real import RealVectorEnv
+
+    imagination = Imagination(checkpoint_dir)
+    model = imagination.model
+    real = RealVectorEnv(imagination.checkpoint, 2)
+    try:
+        observed = [real.reset(seed=0)[0]]
+        actions = np.array([[1, 0], [2, 1], [0, 2]])
+        for a in actions:
+            obs, _, terminated, truncated, _ = real.step(a)
+            assert not (terminated | truncated).any()
+            observed.append(obs)
+        start = imagination.from_real_env(real)
+    finally:
+        real.close()
+    codes = torch.as_tensor(np.stack(observed, 1)).view(2, len(observed), model.grid, model.grid)
+    latent, state = model.initial_state(codes, torch.as_tensor(actions.T))
+    assert torch.equal(start.latent, latent)
+    for part, expected in zip(start.state, state, strict=True):
+        torch.testing.assert_close(part, expected)
+    assert any(float(part.abs().sum()) > 0 for part in start.state)  # not the zero state
+
+
 def test_bad_input_names_the_fix(pendulum: Path) -> None:
     imagination = Imagination(pendulum)
     start = imagination.from_start_bank(2, seed=0)

@@ -45,10 +45,12 @@ from dreamenv.envs.spec import EnvSpec
 class LatentFilter:
     """Follows ``num_envs`` real games with a checkpoint's model and emits its observations.
 
-    Stateless families (the discrete model) observe the encoding of each stacked frame;
-    families with memory (state-space models, RSSM, MDN-RNN) update their state with every
-    real observation through :meth:`~dreamenv.models.base.WorldModel.filter`, so the real
-    env emits the same kind of observation as the dream. ``"pixels"`` are the real frames.
+    Every family updates its state with every real observation and action through
+    :meth:`~dreamenv.models.base.WorldModel.filter`, so the real env emits the same kind of
+    observation as the dream (the discrete model's is the encoding of each stacked frame;
+    state-space models, RSSM and MDN-RNN observe their state) and a planner starting from
+    the real game (:meth:`~dreamenv.imagine.Imagination.from_real_env`) gets the state the
+    game led to. ``"pixels"`` are the real frames.
     """
 
     def __init__(

@@ -619,6 +619,21 @@ class DiscreteWorldModel(WorldModel):
         u = rng.uniform((self.grid, self.grid)).to(probs.device)
         return Prediction(sample_categorical(probs, u), reward_logits, term_logits, state)
 
+    def filter(
+        self, state: State, latent: torch.Tensor, action: torch.Tensor, embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, State]:
+        """Follow the real game: the ConvLSTM steps on the real codes it was at and the
+        action taken (teacher forced, as in training and :meth:`initial_state`), and the
+        latent becomes the new observation's codes. Deterministic. The observation is the
+        codes alone, but a planner or a controller that reads the state (``Real-v0``'s
+        :class:`~dreamenv.envs.real.LatentFilter`) needs the state the game led to. In the
+        model's ``precision`` whatever autocast surrounds the call, as :meth:`encode`."""
+        with autocast(self.config.precision, latent.device):
+            *_, state = self.dynamics(
+                self.embed(latent), self.action_features(action), state, latent
+            )
+        return embedding, tuple(part.float() for part in state)
+
     # --- observations -------------------------------------------------------------------
     def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
         if obs_type == "indices":
