@@ -347,7 +347,9 @@ class Imagination:
     def from_real_env(self, env: Any, seed: int | None = 0) -> Start:
         """Starts from the model state that a ``Real-v0`` env (a
         :class:`~dreamenv.envs.real.RealVectorEnv`, or ``RealEnv``) holds for its games now:
-        the latents its :class:`~dreamenv.envs.real.LatentFilter` follows them with."""
+        the latents its :class:`~dreamenv.envs.real.LatentFilter` follows them with (from
+        the first call on, the filter also follows the model's state where it followed the
+        observations alone: call it first right after ``reset()``)."""
         vec = getattr(env, "vec", env)
         filt = getattr(getattr(vec, "observations", None), "filter", None)
         if filt is None or filt.latent is None:
@@ -365,6 +367,7 @@ class Imagination:
                 f"{self.model.spec.game!r}; build Imagination from the env's checkpoint "
                 "(Imagination(env.checkpoint))."
             )
+        filt.follow_state()  # the discrete family's Real-v0 follows codes alone until now
         latent = filt.latent.clone()
         state = tuple(s.clone() for s in filt.state)
         return Start(latent, state, seeded_rng(latent.shape[0], seed, self.device))

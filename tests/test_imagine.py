@@ -208,6 +208,7 @@ def test_a_real_env_starts_plans_from_the_state_its_game_led_to(checkpoint_dir: 
     real = RealVectorEnv(imagination.checkpoint, 2)
     try:
         observed = [real.reset(seed=0)[0]]
+        imagination.from_real_env(real)  # planning starts with the games
         actions = np.array([[1, 0], [2, 1], [0, 2]])
         for a in actions:
             obs, _, terminated, truncated, _ = real.step(a)
@@ -222,6 +223,26 @@ def test_a_real_env_starts_plans_from_the_state_its_game_led_to(checkpoint_dir: 
     for part, expected in zip(start.state, state, strict=True):
         torch.testing.assert_close(part, expected)
     assert any(float(part.abs().sum()) > 0 for part in start.state)  # not the zero state
+
+
+def test_planning_from_a_real_env_mid_game_names_the_fix(checkpoint_dir: Path) -> None:
+    from dreamenv.envs.real import RealVectorEnv
+
+    imagination = Imagination(checkpoint_dir)
+    real = RealVectorEnv(imagination.checkpoint, 2)
+    try:
+        real.reset(seed=0)
+        real.step(np.array([1, 0]))  # an SB3 agent: Real-v0 follows the codes alone
+        with pytest.raises(
+            ConfigError,
+            match=r"in envs \[0, 1\] since their games began.*"
+            r"right after reset\(\)",
+        ):
+            imagination.from_real_env(real)
+        real.reset(seed=1)
+        assert imagination.from_real_env(real).batch == 2
+    finally:
+        real.close()
 
 
 def test_bad_input_names_the_fix(pendulum: Path) -> None:

@@ -89,6 +89,12 @@ class WorldModel(nn.Module, ABC):
     """Whether :meth:`loss` has a ``"dynamics"`` phase: the representation held as it is
     (every observation the envs serve stays the same), only what predicts it trains
     (``FitConfig.representation``)."""
+    observes_state: ClassVar[bool] = True
+    """Whether following the real game needs :meth:`filter`'s state for the observations.
+    False: the latent after a real step is the new observation's :meth:`encode` alone (the
+    discrete family's codes) and the state matters only to imagining from there, so
+    ``Real-v0`` follows the state only once a planner starts from it
+    (:meth:`dreamenv.envs.real.LatentFilter.follow_state`)."""
 
     def __init__(self, config: Any, spec: EnvSpec, num_actions: int | ActionSpec) -> None:
         super().__init__()

@@ -503,6 +503,7 @@ class DiscreteWorldModel(WorldModel):
     family = "discrete"
     config_class = DiscreteConfig
     holds_representation = True
+    observes_state = False
     presets = PRESETS
 
     def __init__(
