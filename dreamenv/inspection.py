@@ -48,6 +48,12 @@ class OpenLoop:
     start_latents: torch.Tensor | None = None
     """``(B, ...)`` the real latent the imagining started from (the burn-in's last), which
     the first imagined step changes; None where it was not kept."""
+    forced_reward_logits: torch.Tensor | None = None
+    """``(B, H, len(reward_support))`` the reward scores of each step predicted from the
+    real latent and state instead (teacher forced: the heads alone, without the dream's
+    drift); None where not computed."""
+    forced_termination_logits: torch.Tensor | None = None
+    """``(B, H)`` the termination logits of each step predicted teacher forced."""
 
 
 def changed_cells(real_latents: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,10 +148,13 @@ def open_loop(
     real_latent, real_state = latent.clone(), tuple(s.clone() for s in state)
     rng = BatchRandom(b, model.device)
     rng.set_keys(torch.arange(b), [key_from_seed(seed + i) for i in range(b)])
+    forced_rng = BatchRandom(b, model.device)  # its own streams: the imagining's stay as they were
     latents, rewards, terminations, real_latents = [], [], [], []
+    forced_rewards, forced_terminations = [], []
     for k in range(burn_in - 1, actions.shape[1]):
         pred = model.step(state, latent, actions[:, k], rng)
         latent, state = pred.next_latent, pred.state
+        forced = model.step(real_state, real_latent, actions[:, k], forced_rng)
         real_latent, real_state = model.filter(
             real_state, real_latent, actions[:, k], embeddings[:, k + 1]
         )
@@ -153,12 +162,16 @@ def open_loop(
         rewards.append(pred.reward_logits)
         terminations.append(pred.termination_logits)
         real_latents.append(real_latent)
+        forced_rewards.append(forced.reward_logits)
+        forced_terminations.append(forced.termination_logits)
     return OpenLoop(
         latents=torch.stack(latents, 1),
         reward_logits=torch.stack(rewards, 1),
         real_latents=torch.stack(real_latents, 1),
         termination_logits=torch.stack(terminations, 1),
         start_latents=start,
+        forced_reward_logits=torch.stack(forced_rewards, 1),
+        forced_termination_logits=torch.stack(forced_terminations, 1),
     )
 
 

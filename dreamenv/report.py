@@ -148,6 +148,7 @@ def _plot_model_scores(ax: Any, rows: list[dict[str, Any]], run: str) -> None:
         "reward_recall_sampled": "reward recall, sampled",
         "termination_recall": "termination recall",
         "termination_recall_sampled": "termination recall, sampled, within 4 steps",
+        "termination_recall_forced": "the same, teacher forced",
     }
     for i, (key, name) in enumerate(names.items()):
         ax.plot(steps, series(rows, key), "o-", color=f"C{i + 4}", ms=3, label=name)

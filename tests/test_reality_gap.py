@@ -24,6 +24,7 @@ from dreamenv.inspection import (
 )
 from dreamenv.train.policy_change import action_probabilities, policy_change
 from dreamenv.train.reality_gap import (
+    FORCED_KEYS,
     OPEN_LOOP_KEYS,
     concat_open_loops,
     model_scores,
@@ -233,6 +234,47 @@ def test_open_loop_imagines_termination_logits(checkpoint_dir: Path, store_dir: 
     start, _ = ckpt.model.initial_state(embeddings, torch.as_tensor(seg["actions"][:, :1]))
     assert pred.start_latents is not None
     assert torch.equal(pred.start_latents, start)  # the burn-in's real latent
+
+
+def test_open_loop_scores_the_heads_teacher_forced_too(
+    checkpoint_dir: Path, store_dir: Path
+) -> None:
+    """The forced logits are the training pass's: every step from the real codes and the
+    state the real game led to, whatever the imagining drew."""
+    model = load_checkpoint(checkpoint_dir).model
+    burn_in, steps = 2, 6
+    seg = real_segments(EpisodeStore.open(store_dir).episodes(), steps, 3, burn_in, 4)
+    frames, actions = torch.as_tensor(seg["frames"]), torch.as_tensor(seg["actions"])
+    pred = open_loop(model, frames, actions, burn_in)
+    with torch.no_grad():
+        codes = model.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+        _, reward_logits, term_logits = model._dynamics_outputs(codes, actions)
+    assert pred.forced_termination_logits is not None and pred.forced_reward_logits is not None
+    torch.testing.assert_close(pred.forced_termination_logits, term_logits[:, burn_in - 1 :])
+    torch.testing.assert_close(pred.forced_reward_logits, reward_logits[:, burn_in - 1 :])
+    again = open_loop(model, frames, actions, burn_in)
+    assert torch.equal(again.latents, pred.latents)  # the imagining's own random streams
+
+
+def test_forced_scores_tell_a_right_head_from_a_drifting_dream() -> None:
+    rewards = np.array([[0.0, 1.0, 0.0, 0.0]])
+    real = np.array([[False, False, False, True]])
+    pred = perfect(rewards, real, torch.zeros(1, 4, 1, dtype=torch.long))
+    scores = open_loop_scores(pred, rewards, real, VALUES)
+    assert all(math.isnan(scores[k]) for k in FORCED_KEYS)  # not computed: NaN
+    pred.forced_reward_logits, pred.forced_termination_logits = (
+        pred.reward_logits.clone(),
+        pred.termination_logits.clone(),
+    )
+    pred.reward_logits = pred.reward_logits.roll(1, 1)  # the dream drifted off both events
+    pred.termination_logits = pred.termination_logits.roll(-3, 1)
+    scores = open_loop_scores(pred, rewards, real, VALUES)
+    assert scores["reward_recall_sampled"] < 0.01 and scores["termination_recall"] == 0.0
+    for key in FORCED_KEYS:
+        assert scores[key] == pytest.approx(1.0, abs=1e-3)
+    joined = concat_open_loops([pred, pred])
+    assert joined.forced_termination_logits is not None
+    assert joined.forced_termination_logits.shape == (2, 4)
 
 
 def test_reality_gap_of_a_tiny_model(checkpoint_dir: Path, store_dir: Path) -> None:

@@ -9,7 +9,10 @@ which a model that only copies the still background gets wrong), its rewards
 (``reward_precision``/``reward_recall`` of the most likely reward; ``*_sampled``: expected
 under rewards drawn as the dream draws them) or its terminations
 (``termination_precision``/``termination_recall``; ``*_sampled``: ends drawn as the dream
-draws them, counted within :data:`END_TOLERANCE` steps of a real end).
+draws them, counted within :data:`END_TOLERANCE` steps of a real end). The ``*_forced``
+scores are the sampled ones of the reward and termination heads fed the real latents and
+state instead (teacher forced): a head that is right there but wrong open loop is fine,
+and the dream's drift is what misleads the agent.
 
 Example:
     >>> stats = play_episodes(agent, "runs/pong/model", episodes=32)
@@ -37,6 +40,14 @@ from dreamenv.errors import ConfigError, DatasetError
 from dreamenv.evaluate import EpisodeStats, PolicyLike, as_actor, play
 from dreamenv.inspection import OpenLoop, changed_accuracy, open_loop, real_segments
 
+FORCED_KEYS = (
+    "reward_precision_forced",
+    "reward_recall_forced",
+    "termination_precision_forced",
+    "termination_recall_forced",
+)
+"""The sampled reward and termination scores of the heads fed the real latents and state."""
+
 OPEN_LOOP_KEYS = (
     "open_latent_acc",
     "open_changed_acc",
@@ -51,6 +62,7 @@ OPEN_LOOP_KEYS = (
     "termination_precision_sampled",
     "termination_recall_sampled",
     "termination_steps",
+    *FORCED_KEYS,
 )
 """The open-loop scores of :func:`reality_gap` (NaN where they cannot be measured)."""
 
@@ -169,16 +181,29 @@ def open_loop_scores(
     diff = pred.latents.float() - pred.real_latents.float()
     values = reward_values.detach().cpu().numpy()
     reward_sign = np.sign(values[pred.reward_logits.argmax(-1).cpu().numpy()])
-    probs = torch.softmax(pred.reward_logits.float(), -1).cpu().numpy()
-    sign_probs = np.stack([probs[..., np.sign(values) == s].sum(-1) for s in (-1, 0, 1)], -1)
-    end_probs = torch.sigmoid(pred.termination_logits.float()).cpu().numpy()
-    ends = end_probs > 0.5
+
+    def sign_probs(logits: torch.Tensor) -> np.ndarray:
+        probs = torch.softmax(logits.float(), -1).cpu().numpy()
+        return np.stack([probs[..., np.sign(values) == s].sum(-1) for s in (-1, 0, 1)], -1)
+
+    def end_probs(logits: torch.Tensor) -> np.ndarray:
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
+    ends = end_probs(pred.termination_logits) > 0.5
     r_precision, r_recall, r_steps = sign_precision_recall(reward_sign, rewards)
-    s_precision, s_recall = sampled_sign_precision_recall(sign_probs, rewards)
+    s_precision, s_recall = sampled_sign_precision_recall(sign_probs(pred.reward_logits), rewards)
     t_precision, t_recall, t_steps = sign_precision_recall(
         ends.astype(np.int64), np.asarray(terminated).astype(np.int64)
     )
-    e_precision, e_recall = sampled_end_precision_recall(end_probs, terminated)
+    e_precision, e_recall = sampled_end_precision_recall(
+        end_probs(pred.termination_logits), terminated
+    )
+    forced = [math.nan] * 4
+    if pred.forced_reward_logits is not None and pred.forced_termination_logits is not None:
+        forced = [
+            *sampled_sign_precision_recall(sign_probs(pred.forced_reward_logits), rewards),
+            *sampled_end_precision_recall(end_probs(pred.forced_termination_logits), terminated),
+        ]
     return {
         "open_latent_acc": float((diff == 0).float().mean()) if integer else math.nan,
         "open_changed_acc": changed_accuracy(pred.latents, pred.real_latents, pred.start_latents),
@@ -193,18 +218,25 @@ def open_loop_scores(
         "termination_precision_sampled": e_precision,
         "termination_recall_sampled": e_recall,
         "termination_steps": float(t_steps),
+        **dict(zip(FORCED_KEYS, forced, strict=True)),
     }
 
 
 def concat_open_loops(parts: list[OpenLoop]) -> OpenLoop:
     """The open loops of several batches of segments as one batch."""
-    starts = [p.start_latents for p in parts if p.start_latents is not None]
+
+    def joined(name: str) -> torch.Tensor | None:
+        kept = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        return torch.cat(kept) if len(kept) == len(parts) else None
+
     return OpenLoop(
         latents=torch.cat([p.latents for p in parts]),
         reward_logits=torch.cat([p.reward_logits for p in parts]),
         real_latents=torch.cat([p.real_latents for p in parts]),
         termination_logits=torch.cat([p.termination_logits for p in parts]),
-        start_latents=torch.cat(starts) if len(starts) == len(parts) else None,
+        start_latents=joined("start_latents"),
+        forced_reward_logits=joined("forced_reward_logits"),
+        forced_termination_logits=joined("forced_termination_logits"),
     )
 
 
