@@ -113,7 +113,7 @@ class SequenceSampler:
             which[first : first + n] = picked[:, 0]
             offsets = self.rng.integers(0, self.seq_len, n)
             starts[first : first + n] = np.maximum(picked[:, 1] - offsets, 0)
-        return max(n, 0)
+        return n
 
     def window(self, which: np.ndarray, starts: np.ndarray) -> dict[str, np.ndarray]:
         """The windows starting at ``starts`` of episodes ``which``."""

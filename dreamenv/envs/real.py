@@ -71,7 +71,7 @@ class LatentFilter:
         self.follows_state = self.model.observes_state
         """Whether :meth:`step` updates ``state`` (always where the observations need it;
         for the discrete family from :meth:`follow_state` on: stepping its ConvLSTM costs
-        about 40% of ``Real-v0``'s steps per second that an SB3 agent does not use)."""
+        about a third of ``Real-v0``'s steps per second, for a state an SB3 agent never reads)."""
         self.fresh = np.ones(num_envs, dtype=bool)
         """Envs not stepped since their game began (their state is the reset's)."""
 

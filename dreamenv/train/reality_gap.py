@@ -70,8 +70,8 @@ END_TOLERANCE = 4
 """Steps either side of a real end within which an imagined end counts as that end (the
 sampled termination scores). A game's end or lost life is often the last frame of an
 animation the head cannot time to the step (Seaquest's sinking submarine: about 20
-steps, the head's probability spread over the last 6), and an agent needs the dream to end
-near the real end, not on it."""
+steps; the head, teacher forced, spreads its probability over the six from four before the
+lost life to one after), and an agent needs the dream to end near the real end, not on it."""
 
 SEGMENT_BATCH = 16
 """Real segments imagined together (bounds the memory of encoding their frames)."""
