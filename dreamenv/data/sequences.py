@@ -76,11 +76,11 @@ class SequenceSampler:
         self.reward_windows = reward_windows
         self.reward_events = _events([e.rewards != 0 for e in self.episodes])
         self.termination_windows = termination_windows
-        self.end_events = _events([self._ends(e) for e in self.episodes])
-
-    def _ends(self, episode: Episode) -> np.ndarray:
-        """The steps that end ``episode`` (or, with ``life_loss``, a life)."""
-        return episode.terminated | episode.life_lost if self.life_loss else episode.terminated
+        self.ends = [
+            e.terminated | e.life_lost if life_loss else e.terminated for e in self.episodes
+        ]
+        """Per episode, the steps that end it (or, with ``life_loss``, a life)."""
+        self.end_events = _events(self.ends)
 
     @property
     def num_steps(self) -> int:
@@ -90,7 +90,7 @@ class SequenceSampler:
     def termination_rate(self) -> float:
         """Share of the steps that end the episode (or a life, with ``life_loss``): what a
         termination head predicts on average."""
-        return sum(int(self._ends(e).sum()) for e in self.episodes) / max(self.num_steps, 1)
+        return sum(int(ends.sum()) for ends in self.ends) / max(self.num_steps, 1)
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """A batch: ``frames`` (B, L+1, stack, S, S) (or ``latents`` (B, L+1, ...)),
@@ -131,10 +131,7 @@ class SequenceSampler:
                 observations.append(self.latents[e_idx][pos])
             actions.append(ep.actions[step])
             rewards.append(np.where(valid, ep.rewards[step], 0.0))
-            ends = ep.terminated[step]
-            if self.life_loss:
-                ends = ends | ep.life_lost[step]
-            terminated.append(valid & ends)
+            terminated.append(valid & self.ends[e_idx][step])
             mask.append(valid)
         return {
             "frames" if self.latents is None else "latents": np.stack(observations),
