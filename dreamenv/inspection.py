@@ -154,7 +154,9 @@ def open_loop(
     for k in range(burn_in - 1, actions.shape[1]):
         pred = model.step(state, latent, actions[:, k], rng)
         latent, state = pred.next_latent, pred.state
-        forced = model.step(real_state, real_latent, actions[:, k], forced_rng)
+        forced = model.forced_step(
+            real_state, real_latent, actions[:, k], embeddings[:, k + 1], forced_rng
+        )
         real_latent, real_state = model.filter(
             real_state, real_latent, actions[:, k], embeddings[:, k + 1]
         )

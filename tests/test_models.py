@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import gymnasium as gym
@@ -322,7 +323,9 @@ def test_dynamics_train_on_the_indices_the_envs_see() -> None:
     model, batch = _warmed_up()
     seen: list[torch.Tensor] = []
     terms = model._sequence_terms
-    model._sequence_terms = lambda b, indices: seen.append(indices) or terms(b, indices)
+    model._sequence_terms = lambda b, indices, *rest: (
+        seen.append(indices) or terms(b, indices, *rest)
+    )
     model.loss(batch, "joint", 1)  # no representation update: the codebook stays
     del model._sequence_terms
     assert model.training and model.encoder.training
@@ -594,6 +597,86 @@ def test_moving_share_is_checked(kwargs: dict, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         DiscreteConfig(**kwargs)
+
+
+@pytest.mark.parametrize("share", [1.0, -0.25, float("nan")])
+def test_sampled_inputs_is_checked(share: float) -> None:
+    from dreamenv.models.discrete import DiscreteConfig
+
+    with pytest.raises(ConfigError, match=rf"sampled_inputs must be in \[0, 1\) .*got {share}"):
+        DiscreteConfig(sampled_inputs=share)
+
+
+def _dynamics_inputs(share: float, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The codes a tiny model's dynamics read at each step of one training loss (joint phase,
+    no representation update), and the real codes of the batch."""
+    model, batch = _warmed_up()
+    model.config = dataclasses.replace(model.config, sampled_inputs=share)
+    seen: list[torch.Tensor] = []
+    forward = model.dynamics.forward
+    model.dynamics.forward = lambda e, a, s, current: (
+        seen.append(current) or forward(e, a, s, current)
+    )
+    torch.manual_seed(seed)
+    model.loss(batch, "joint", 1)
+    del model.dynamics.forward
+    b, steps1 = batch["frames"].shape[:2]
+    real = model.served_indices(batch["frames"].flatten(0, 1)).view(
+        b, steps1, model.grid, model.grid
+    )
+    return seen, real
+
+
+def test_sampled_inputs_feed_the_dynamics_their_own_draws() -> None:
+    seen, real = _dynamics_inputs(0.0)
+    assert all(torch.equal(x, real[:, t]) for t, x in enumerate(seen))  # teacher forced
+    seen, real = _dynamics_inputs(0.99)
+    assert torch.equal(seen[0], real[:, 0])  # a window starts from real codes
+    later = torch.stack(seen[1:], 1)
+    assert not torch.equal(later, real[:, 1 : len(seen)])
+    # a whole grid at a time: each later step of a sequence is the real grid or a draw
+    swapped = (later != real[:, 1 : len(seen)]).flatten(2).any(2)
+    assert swapped.float().mean() > 0.5
+
+
+def test_sampled_inputs_leave_the_held_out_metrics_teacher_forced() -> None:
+    model, batch = _warmed_up()
+    model.eval()
+    plain = model.metrics(batch)
+    model.config = dataclasses.replace(model.config, sampled_inputs=0.9)
+    assert model.metrics(batch) == plain
+
+
+@pytest.mark.parametrize("reads_next", [False, True])
+def test_heads_read_the_codes_the_dream_draws(reads_next: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model("discrete", "tiny", SPEC, ACTIONS, {"heads_read_next": reads_next})
+    model.eval()
+    latent = torch.randint(0, model.config.num_codes, (2, 6, 6))
+    state, action = model.zero_state(2), torch.tensor([1, 4])
+    with torch.no_grad():
+        model.dynamics.keep_logit.fill_(-20.0)  # draws that differ with the streams
+        a = model.step(state, latent, action, _rng(2, seed=0))
+        b = model.step(state, latent, action, _rng(2, seed=7))
+    assert not torch.equal(a.next_latent, b.next_latent)
+    assert torch.equal(a.reward_logits, b.reward_logits) is not reads_next
+    assert torch.equal(a.termination_logits, b.termination_logits) is not reads_next
+
+
+def test_heads_read_the_real_next_codes_in_training() -> None:
+    torch.manual_seed(0)
+    model = build_model("discrete", "tiny", SPEC, ACTIONS, {"heads_read_next": True}).eval()
+    codes = torch.randint(0, model.config.num_codes, (2, 3, 6, 6))
+    actions = torch.randint(0, ACTIONS, (2, 2))
+    with torch.no_grad():
+        _, rewards, ends = model._dynamics_outputs(codes, actions)
+        forced = model.forced_step(
+            model.zero_state(2), codes[:, 0], actions[:, 0], codes[:, 1], _rng(2)
+        )
+        with pytest.raises(ValueError, match="these heads read the next codes"):
+            model.dynamics.heads(torch.zeros(2, 8 + ACTIONS, 6, 6), None)
+    torch.testing.assert_close(forced.reward_logits, rewards[:, 0])
+    torch.testing.assert_close(forced.termination_logits, ends[:, 0])
 
 
 @pytest.mark.parametrize("kernel", [2, 4])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -236,12 +237,17 @@ def test_open_loop_imagines_termination_logits(checkpoint_dir: Path, store_dir: 
     assert torch.equal(pred.start_latents, start)  # the burn-in's real latent
 
 
+@pytest.mark.parametrize("reads_next", [False, True])
 def test_open_loop_scores_the_heads_teacher_forced_too(
-    checkpoint_dir: Path, store_dir: Path
+    checkpoint_dir: Path, store_dir: Path, reads_next: bool
 ) -> None:
     """The forced logits are the training pass's: every step from the real codes and the
-    state the real game led to, whatever the imagining drew."""
+    state the real game led to (and the real next codes, where the heads read them),
+    whatever the imagining drew."""
     model = load_checkpoint(checkpoint_dir).model
+    if reads_next:
+        config = dataclasses.replace(model.config, heads_read_next=True)
+        model = type(model)(config, model.spec, model.actions).eval()
     burn_in, steps = 2, 6
     seg = real_segments(EpisodeStore.open(store_dir).episodes(), steps, 3, burn_in, 4)
     frames, actions = torch.as_tensor(seg["frames"]), torch.as_tensor(seg["actions"])

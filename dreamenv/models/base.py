@@ -151,6 +151,19 @@ class WorldModel(nn.Module, ABC):
                 own distribution; smaller: closer to its mode).
         """
 
+    def forced_step(
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        next_embedding: torch.Tensor,
+        rng: BatchRandom,
+    ) -> Prediction:
+        """:meth:`step` teacher forced where the heads read what the step led to: the
+        reward and termination logits from the real observation's ``next_embedding``, as in
+        training (the default: the heads read nothing of it, so :meth:`step` itself)."""
+        return self.step(state, latent, action, rng)
+
     def filter(
         self, state: State, latent: torch.Tensor, action: torch.Tensor, embedding: torch.Tensor
     ) -> tuple[torch.Tensor, State]:

@@ -90,6 +90,20 @@ class DiscreteConfig:
     300 gives them 47% of the loss on Breakout's screens (0.3% of the pixels move) and 93%
     on Freeway's (4.8%: ten lanes of cars; docs/results.md). 0 leaves the weighting to
     ``moving_weight``; the two cannot both be set."""
+    sampled_inputs: float = 0.0
+    """Share of the dynamics' training inputs, after each window's first step, that are the
+    model's own draw from its prediction of that step rather than the real codes (a whole
+    grid at a time, detached; the targets stay real): scheduled sampling, as SimPLe trains
+    its model, so the dynamics learn to go on from the drifting codes they meet open loop in
+    the dream. 0: teacher forcing throughout (the paper's). The held-out metrics stay
+    teacher forced."""
+    heads_read_next: bool = False
+    """The reward and termination heads also read the step's next codes: the real ones in
+    training, the ones the dream draws in imagination (as Dreamer's heads read the state
+    after the step). A reward or an end is most often seen in the next frame (a shark gone,
+    the submarine exploding), so the heads then pay and end with what the dream draws
+    instead of guessing it beforehand. False: the heads read the ConvLSTM before the draw
+    (the paper's)."""
     precision: Precision = "float32"
     """Precision of encoding frames to codes wherever it happens (the dynamics' training
     targets, the start bank, the real env), so all of them see the same codes:
@@ -115,6 +129,12 @@ class DiscreteConfig:
             raise ConfigError(
                 f"DiscreteConfig.moving_share must be in [0, 1) (0.5: the moving pixels "
                 f"weigh as much as the rest of the screen), got {self.moving_share!r}"
+            )
+        if not 0 <= self.sampled_inputs < 1:
+            raise ConfigError(
+                f"DiscreteConfig.sampled_inputs must be in [0, 1) (0: the real codes at every "
+                f"step; 0.25: a quarter of the steps go on from the model's own draw), got "
+                f"{self.sampled_inputs!r}"
             )
         if self.moving_share and self.moving_weight:
             raise ConfigError(
@@ -445,7 +465,8 @@ class ScalarHead(nn.Module):
 
 
 class Dynamics(nn.Module):
-    """Two ConvLSTM cells, the action at every layer, and the three prediction heads."""
+    """Two ConvLSTM cells, the action at every layer, and the three prediction heads: the
+    next codes' (:meth:`forward`) and the reward's and termination's (:meth:`heads`)."""
 
     def __init__(
         self, config: DiscreteConfig, num_actions: int, grid: int, reward_size: int = 3
@@ -453,6 +474,8 @@ class Dynamics(nn.Module):
         super().__init__()
         a, h = num_actions, config.lstm_channels
         self.num_actions = num_actions
+        self.reads_next = config.heads_read_next
+        head_in = h + a + (config.code_dim if self.reads_next else 0)
         self.cell1 = ConvLSTMCell(config.code_dim + a, h, grid)
         self.cell2 = ConvLSTMCell(h + a, h, grid)
         self.latent_head = nn.Sequential(
@@ -462,9 +485,11 @@ class Dynamics(nn.Module):
             nn.Conv2d(h, config.num_codes, 1),
         )
         self.reward_head = ScalarHead(
-            h + a, config.head_channels, config.head_hidden, grid, reward_size
+            head_in, config.head_channels, config.head_hidden, grid, reward_size
         )
-        self.termination_head = ScalarHead(h + a, config.head_channels, config.head_hidden, grid, 1)
+        self.termination_head = ScalarHead(
+            head_in, config.head_channels, config.head_hidden, grid, 1
+        )
         self.keep_logit = nn.Parameter(torch.tensor(KEEP_LOGIT_INIT))
 
     def forward(
@@ -473,11 +498,11 @@ class Dynamics(nn.Module):
         action: torch.Tensor,
         state: State,
         current: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
         """``embedded`` ``(B, D, G, G)`` codebook vectors of the ``current`` ``(B, G, G)``
-        indices, ``action`` features ``(B, A)`` (or int64 actions ``(B,)``) -> latent,
-        reward, term logits; the latent logits of each cell's current index get the learned
-        ``keep_logit`` added."""
+        indices, ``action`` features ``(B, A)`` (or int64 actions ``(B,)``) -> the next
+        codes' logits, the features the heads read, the new state; the latent logits of
+        each cell's current index get the learned ``keep_logit`` added."""
         b, _, g, _ = embedded.shape
         features = feature_input(action, self.num_actions).to(embedded.dtype)
         tiled = features[:, :, None, None].expand(b, self.num_actions, g, g)
@@ -488,12 +513,19 @@ class Dynamics(nn.Module):
         index = current.unsqueeze(1)
         logits = self.latent_head(y).float()  # float32 under autocast too
         latent_logits = logits.scatter_add(1, index, self.keep_logit.expand(index.shape))
-        return (
-            latent_logits,
-            self.reward_head(y).float(),
-            self.termination_head(y).squeeze(1).float(),
-            (h1.float(), c1.float(), h2.float(), c2.float()),
-        )
+        return latent_logits, y, (h1.float(), c1.float(), h2.float(), c2.float())
+
+    def heads(
+        self, y: torch.Tensor, next_embedded: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward and termination logits from :meth:`forward`'s features ``y`` and, when
+        the heads read them (:attr:`DiscreteConfig.heads_read_next`), the codebook vectors
+        ``next_embedded`` ``(B, D, G, G)`` of the step's next codes (ignored otherwise)."""
+        if self.reads_next:
+            if next_embedded is None:
+                raise ValueError("these heads read the next codes; pass next_embedded")
+            y = torch.cat([y, next_embedded.to(y.dtype)], 1)
+        return self.reward_head(y).float(), self.termination_head(y).squeeze(1).float()
 
 
 @register_family
@@ -600,7 +632,7 @@ class DiscreteWorldModel(WorldModel):
         state = self.zero_state(embeddings.shape[0])
         features = self.action_features(actions)
         for t in range(actions.shape[1]):
-            _, _, _, state = self.dynamics(
+            _, _, state = self.dynamics(
                 self.embed(embeddings[:, t]), features[:, t], state, embeddings[:, t]
             )
         return embeddings[:, -1], state
@@ -613,12 +645,38 @@ class DiscreteWorldModel(WorldModel):
         rng: BatchRandom,
         temperature: float = 1.0,
     ) -> Prediction:
-        logits, reward_logits, term_logits, state = self.dynamics(
+        logits, y, state = self.dynamics(
             self.embed(latent), self.action_features(action), state, latent
         )
         probs = torch.softmax(logits / max(temperature, 1e-6), 1).permute(0, 2, 3, 1)
         u = rng.uniform((self.grid, self.grid)).to(probs.device)
-        return Prediction(sample_categorical(probs, u), reward_logits, term_logits, state)
+        drawn = sample_categorical(probs, u)
+        reward_logits, term_logits = self.dynamics.heads(y, self._next_embedded(drawn))
+        return Prediction(drawn, reward_logits, term_logits, state)
+
+    def forced_step(
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        next_embedding: torch.Tensor,
+        rng: BatchRandom,
+    ) -> Prediction:
+        """:meth:`step` with heads that read the real next codes ``next_embedding`` where
+        they read the next codes (:attr:`DiscreteConfig.heads_read_next`), as in training."""
+        if not self.config.heads_read_next:
+            return self.step(state, latent, action, rng)
+        logits, y, state = self.dynamics(
+            self.embed(latent), self.action_features(action), state, latent
+        )
+        reward_logits, term_logits = self.dynamics.heads(y, self.embed(next_embedding))
+        probs = torch.softmax(logits, 1).permute(0, 2, 3, 1)
+        drawn = sample_categorical(probs, rng.uniform((self.grid, self.grid)).to(probs.device))
+        return Prediction(drawn, reward_logits, term_logits, state)
+
+    def _next_embedded(self, indices: torch.Tensor) -> torch.Tensor | None:
+        """The codebook vectors of ``indices`` where the heads read the next codes."""
+        return self.embed(indices) if self.config.heads_read_next else None
 
     def filter(
         self, state: State, latent: torch.Tensor, action: torch.Tensor, embedding: torch.Tensor
@@ -630,7 +688,7 @@ class DiscreteWorldModel(WorldModel):
         :class:`~dreamenv.envs.real.LatentFilter`) needs the state the game led to. In the
         model's ``precision`` whatever autocast surrounds the call, as :meth:`encode`."""
         with autocast(self.config.precision, latent.device):
-            *_, state = self.dynamics(
+            _, _, state = self.dynamics(
                 self.embed(latent), self.action_features(action), state, latent
             )
         return embedding, tuple(part.float() for part in state)
@@ -704,26 +762,40 @@ class DiscreteWorldModel(WorldModel):
         }
 
     def _dynamics_outputs(
-        self, indices: torch.Tensor, actions: torch.Tensor
+        self, indices: torch.Tensor, actions: torch.Tensor, sampled: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher-forced predictions over a sequence: ``indices`` ``(B, L+1, G, G)``,
-        ``actions`` ``(B, L)`` (continuous: ``(B, L, n)``)."""
+        """Predictions over a sequence: ``indices`` ``(B, L+1, G, G)``, ``actions`` ``(B, L)``
+        (continuous: ``(B, L, n)``). Teacher forced, but for a ``sampled`` share of the steps
+        after the first, drawn per sequence, whose input is the model's own draw from its
+        previous prediction (:attr:`DiscreteConfig.sampled_inputs`)."""
         b, steps = actions.shape[:2]
         state = self.zero_state(b)
         features = self.action_features(actions)
         latent_logits, reward_logits, term_logits = [], [], []
+        inputs = indices[:, 0]
         for t in range(steps):
-            lg, rw, tm, state = self.dynamics(
-                self.embed(indices[:, t]), features[:, t], state, indices[:, t]
-            )
+            lg, y, state = self.dynamics(self.embed(inputs), features[:, t], state, inputs)
+            rw, tm = self.dynamics.heads(y, self._next_embedded(indices[:, t + 1]))
             latent_logits.append(lg)
             reward_logits.append(rw)
             term_logits.append(tm)
+            inputs = indices[:, t + 1]
+            if sampled and t + 1 < steps:
+                inputs = self._own_draw(lg, inputs, sampled)
         return (
             torch.stack(latent_logits, 1),
             torch.stack(reward_logits, 1),
             torch.stack(term_logits, 1),
         )
+
+    @torch.no_grad()
+    def _own_draw(self, logits: torch.Tensor, real: torch.Tensor, share: float) -> torch.Tensor:
+        """``real`` ``(B, G, G)`` with a ``share`` of its sequences replaced by a draw from
+        ``logits`` ``(B, K, G, G)`` (the global torch generator, which a fit seeds)."""
+        probs = torch.softmax(logits.detach().float(), 1).permute(0, 2, 3, 1)
+        drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).view_as(real)
+        swap = torch.rand(real.shape[0], 1, 1, device=real.device) < share
+        return torch.where(swap, drawn, real)
 
     def _init_termination_head(self, logit: float) -> None:
         last = self.dynamics.termination_head.net[-1]
@@ -733,10 +805,10 @@ class DiscreteWorldModel(WorldModel):
             last.bias.fill_(logit)
 
     def _sequence_terms(
-        self, batch: dict[str, torch.Tensor], indices: torch.Tensor
+        self, batch: dict[str, torch.Tensor], indices: torch.Tensor, sampled: float = 0.0
     ) -> dict[str, torch.Tensor]:
         latent_logits, reward_logits, term_logits = self._dynamics_outputs(
-            indices, batch["actions"]
+            indices, batch["actions"], sampled
         )
         mask = batch["mask"].float()
         denom = mask.sum().clamp(min=1.0)
@@ -778,7 +850,7 @@ class DiscreteWorldModel(WorldModel):
         every code the envs serve stays the same; it takes the batch's ``latents`` (the
         codes, encoded once: :meth:`served_latents`) where the batch has them."""
         if phase == "dynamics" and "latents" in batch:
-            terms = self._sequence_terms(batch, batch["latents"])
+            terms = self._sequence_terms(batch, batch["latents"], self.config.sampled_inputs)
             out = {k: v.detach() for k, v in terms.items()}
             out["loss"] = self._prediction_loss(terms)
             return out
@@ -800,7 +872,7 @@ class DiscreteWorldModel(WorldModel):
             out["loss"] = repr_loss
             return out
         indices = self.served_indices(flat).view(b, steps1, self.grid, self.grid)
-        terms = self._sequence_terms(batch, indices)
+        terms = self._sequence_terms(batch, indices, self.config.sampled_inputs)
         out.update({k: v.detach() for k, v in terms.items()})
         out["loss"] = repr_loss + self._prediction_loss(terms)
         return out
