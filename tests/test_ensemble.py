@@ -321,3 +321,20 @@ def test_a_dream_of_an_env_that_never_terminates_does_not_end_early(gym_checkpoi
         ends += int(terminated.sum())
         assert not truncated.any()
     assert ends == 0
+
+
+def test_forced_step_heads_read_the_real_next_state() -> None:
+    model = _model(PENDULUM, members=3).eval()
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randn(2, *PENDULUM.frame_shape, generator=gen)
+    real = torch.randn(2, *PENDULUM.frame_shape, generator=gen)
+    action = _actions(PENDULUM, 2, seed=1)
+    with torch.no_grad():
+        latent, (stack, _) = model.initial_state(model.encode(frames)[:, None], action[:, :0])
+        state = (stack, torch.tensor([0, 2]))  # each env's member, as after its first step
+        forced = model.forced_step(state, latent, action, model.encode(real), _rng(2, seed=5))
+        again = model.forced_step(state, latent, action, model.encode(real), _rng(2, seed=9))
+        drawn = model.step(state, latent, action, _rng(2, seed=5))
+    torch.testing.assert_close(forced.reward_logits, again.reward_logits)  # whatever is drawn
+    torch.testing.assert_close(forced.next_latent, drawn.next_latent)
+    assert not torch.equal(forced.reward_logits, drawn.reward_logits)

@@ -389,3 +389,20 @@ def test_test_nll_is_a_deterministic_per_pixel_bound(model: RSSMWorldModel) -> N
     assert model.test_nll(changed) != nll
     with pytest.raises(ConfigError, match=r"test_nll needs more than 3 observations"):
         model.test_nll(_batch(steps=NLL_CONTEXT - 1))
+
+
+def test_forced_step_heads_read_the_posterior_after_the_real_observation(
+    model: RSSMWorldModel,
+) -> None:
+    latent, state = _start(model)
+    action = torch.tensor([1, 2])
+    with torch.no_grad():
+        real = model.encode(_frames(2, seed=3))
+        forced = model.forced_step(state, latent, action, real, _rng(2, seed=5))
+        again = model.forced_step(state, latent, action, real, _rng(2, seed=9))
+        drawn = model.step(state, latent, action, _rng(2, seed=5))
+        posterior, _ = model.filter(state, latent, action, real)
+    torch.testing.assert_close(forced.reward_logits, model.reward_head(posterior))
+    torch.testing.assert_close(forced.reward_logits, again.reward_logits)  # whatever is drawn
+    torch.testing.assert_close(forced.next_latent, drawn.next_latent)
+    assert not torch.equal(forced.reward_logits, drawn.reward_logits)

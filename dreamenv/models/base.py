@@ -159,9 +159,11 @@ class WorldModel(nn.Module, ABC):
         next_embedding: torch.Tensor,
         rng: BatchRandom,
     ) -> Prediction:
-        """:meth:`step` teacher forced where the heads read what the step led to: the
+        """:meth:`step` teacher forced where the heads read what the step leads to: the
         reward and termination logits from the real observation's ``next_embedding``, as in
-        training (the default: the heads read nothing of it, so :meth:`step` itself)."""
+        training; the reality gap's ``*_forced`` scores. The default is :meth:`step` itself,
+        right for heads that read nothing of the step's outcome; families whose heads read
+        it (the next codes, state or posterior) override it."""
         return self.step(state, latent, action, rng)
 
     def filter(

@@ -340,6 +340,32 @@ class EnsembleWorldModel(WorldModel):
     ) -> Prediction:
         """Sample ``s_{t+1} = s_t + delta`` from the member each env follows, with ``delta ~
         N(mean, var * temperature**2)``; rewards and ends from that member's heads."""
+        return self._transition(state, latent, action, rng, temperature, None)
+
+    def forced_step(
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        next_embedding: torch.Tensor,
+        rng: BatchRandom,
+    ) -> Prediction:
+        """:meth:`step` whose heads read the real next state (the newest of
+        ``next_embedding``'s stack), as in training."""
+        real = next_embedding.reshape(-1, self.stack, self.state_size)[:, -1].float()
+        return self._transition(state, latent, action, rng, 1.0, real)
+
+    def _transition(
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        rng: BatchRandom,
+        temperature: float,
+        heads_read: torch.Tensor | None,
+    ) -> Prediction:
+        """:meth:`step`, whose heads read ``heads_read`` instead of the drawn next state
+        where it is given."""
         frames, member = state
         frames = torch.cat([frames[:, :-1], latent[:, None].to(frames.dtype)], 1)
         b, d, e = latent.shape[0], self.state_size, self.config.members
@@ -357,7 +383,8 @@ class EnsembleWorldModel(WorldModel):
         delta = mean + (0.5 * logvar).exp() * noise
         _, _, delta_mean, delta_std = self.normalizer()
         next_latent = latent.float() + delta * delta_std + delta_mean
-        out = self._outcome(x, next_latent)[member, rows]
+        read = next_latent if heads_read is None else heads_read
+        out = self._outcome(x, read)[member, rows]
         reward_logits, term_logits = out[:, :-1], out[:, -1]
         next_frames = torch.cat([frames[:, 1:], next_latent[:, None]], 1)
         return Prediction(next_latent, reward_logits, term_logits, (next_frames, member))

@@ -476,9 +476,27 @@ class RSSMWorldModel(WorldModel):
         u = rng.uniform(self.dist.uniform_shape()).to(h.device)
         s = self.dist.sample_from_uniform(prior, u, float(temperature))
         features = torch.cat([h, s], -1)
-        reward_logits = self.reward_head(features)
-        termination_logits = -self.continue_head(features).squeeze(-1)
+        reward_logits, termination_logits = self._heads(features)
         return Prediction(features, reward_logits, termination_logits, (h, s))
+
+    def forced_step(
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        next_embedding: torch.Tensor,
+        rng: BatchRandom,
+    ) -> Prediction:
+        """:meth:`step` whose heads read the posterior state after the real observation of
+        ``next_embedding`` (its mean/mode, as :meth:`filter`), as in training."""
+        pred = self.step(state, latent, action, rng)
+        features, _ = self._filter_step(state, action, next_embedding)
+        reward_logits, termination_logits = self._heads(features)
+        return pred._replace(reward_logits=reward_logits, termination_logits=termination_logits)
+
+    def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward logits and the termination logit (minus the continue head's)."""
+        return self.reward_head(features), -self.continue_head(features).squeeze(-1)
 
     # --- observations -----------------------------------------------------------------------
     def observation(self, latent: torch.Tensor, obs_type: str) -> torch.Tensor:
