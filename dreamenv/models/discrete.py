@@ -645,14 +645,7 @@ class DiscreteWorldModel(WorldModel):
         rng: BatchRandom,
         temperature: float = 1.0,
     ) -> Prediction:
-        logits, y, state = self.dynamics(
-            self.embed(latent), self.action_features(action), state, latent
-        )
-        probs = torch.softmax(logits / max(temperature, 1e-6), 1).permute(0, 2, 3, 1)
-        u = rng.uniform((self.grid, self.grid)).to(probs.device)
-        drawn = sample_categorical(probs, u)
-        reward_logits, term_logits = self.dynamics.heads(y, self._next_embedded(drawn))
-        return Prediction(drawn, reward_logits, term_logits, state)
+        return self._transition(state, latent, action, rng, temperature, None)
 
     def forced_step(
         self,
@@ -664,14 +657,27 @@ class DiscreteWorldModel(WorldModel):
     ) -> Prediction:
         """:meth:`step` with heads that read the real next codes ``next_embedding`` where
         they read the next codes (:attr:`DiscreteConfig.heads_read_next`), as in training."""
-        if not self.config.heads_read_next:
-            return self.step(state, latent, action, rng)
+        return self._transition(state, latent, action, rng, 1.0, next_embedding)
+
+    def _transition(
+        self,
+        state: State,
+        latent: torch.Tensor,
+        action: torch.Tensor,
+        rng: BatchRandom,
+        temperature: float,
+        real_next: torch.Tensor | None,
+    ) -> Prediction:
+        """:meth:`step`, whose heads read ``real_next`` instead of the drawn codes where it
+        is given (and where they read the next codes at all)."""
         logits, y, state = self.dynamics(
             self.embed(latent), self.action_features(action), state, latent
         )
-        reward_logits, term_logits = self.dynamics.heads(y, self.embed(next_embedding))
-        probs = torch.softmax(logits, 1).permute(0, 2, 3, 1)
-        drawn = sample_categorical(probs, rng.uniform((self.grid, self.grid)).to(probs.device))
+        probs = torch.softmax(logits / max(temperature, 1e-6), 1).permute(0, 2, 3, 1)
+        u = rng.uniform((self.grid, self.grid)).to(probs.device)
+        drawn = sample_categorical(probs, u)
+        read = drawn if real_next is None else real_next
+        reward_logits, term_logits = self.dynamics.heads(y, self._next_embedded(read))
         return Prediction(drawn, reward_logits, term_logits, state)
 
     def _next_embedded(self, indices: torch.Tensor) -> torch.Tensor | None:
