@@ -799,7 +799,7 @@ class DiscreteWorldModel(WorldModel):
         """``real`` ``(B, G, G)`` with a ``share`` of its sequences replaced by a draw from
         ``logits`` ``(B, K, G, G)`` (the global torch generator, which a fit seeds)."""
         probs = torch.softmax(logits.detach().float(), 1).permute(0, 2, 3, 1)
-        drawn = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).view_as(real)
+        drawn = sample_categorical(probs, torch.rand(real.shape, device=real.device))
         swap = torch.rand(real.shape[0], 1, 1, device=real.device) < share
         return torch.where(swap, drawn, real)
 

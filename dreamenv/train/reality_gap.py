@@ -189,15 +189,14 @@ def open_loop_scores(
     def end_probs(logits: torch.Tensor) -> np.ndarray:
         return torch.sigmoid(logits.float()).cpu().numpy()
 
-    ends = end_probs(pred.termination_logits) > 0.5
+    imagined_ends = end_probs(pred.termination_logits)
+    ends = imagined_ends > 0.5
     r_precision, r_recall, r_steps = sign_precision_recall(reward_sign, rewards)
     s_precision, s_recall = sampled_sign_precision_recall(sign_probs(pred.reward_logits), rewards)
     t_precision, t_recall, t_steps = sign_precision_recall(
         ends.astype(np.int64), np.asarray(terminated).astype(np.int64)
     )
-    e_precision, e_recall = sampled_end_precision_recall(
-        end_probs(pred.termination_logits), terminated
-    )
+    e_precision, e_recall = sampled_end_precision_recall(imagined_ends, terminated)
     forced = [math.nan] * 4
     if pred.forced_reward_logits is not None and pred.forced_termination_logits is not None:
         forced = [
